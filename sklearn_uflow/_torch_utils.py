@@ -1,0 +1,42 @@
+"""Small torch helpers: device resolution and seeding without global side effects."""
+
+import contextlib
+
+import numpy as np
+import torch
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into a concrete ``torch.device``.
+
+    ``'auto'`` picks CUDA when it is available, else the CPU. The estimator
+    stores the result in a fitted attribute and leaves its parameter alone, so
+    that ``clone`` and ``get_params`` keep the user's choice.
+    """
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a valid torch device: {exc}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this machine; "
+            "use device='cpu' or device='auto'."
+        )
+    return resolved
+
+
+def seed_from(random_state):
+    """A 31-bit integer seed drawn from a scikit-learn ``random_state``."""
+    from sklearn.utils import check_random_state
+
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+@contextlib.contextmanager
+def torch_seed(seed):
+    """Seed torch's CPU generator inside the block and restore it afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

