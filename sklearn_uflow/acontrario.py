@@ -8,16 +8,16 @@ the upper level sets of ``u`` (4-connectivity), which form a tree. A region
 ``PFA(R) = P(chi2_C >= lambda) ** |R|`` under normality. The tree is reduced
 to its most significant regions (the paper's procedures 1 and 2) and each
 region's number of false alarms is ``NFA = N_T * PFA``, where ``N_T`` counts
-the connected regions that could have been tested (polyominoes). A region
+the connected regions of its size that could have been tested (polyominoes). A region
 with ``NFA <= epsilon`` is detected: under normality, at most ``epsilon`` false
 regions per image are expected.
 
-The tree reduction is vectorised: see :func:`region_log_pfa` for how the
+The tree reduction is vectorised: see :func:`significant_regions` for how the
 iterated prune-and-merge procedures reduce to range queries over a depth-first
 order of the tree.
 """
 
-import functools
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,7 +32,9 @@ __all__ = [
     "ACotrarioSegmenter",
     "log10_chi2_sf",
     "log10_number_of_tests",
-    "region_log_pfa",
+    "log10_nfa_ceiling",
+    "component_tree",
+    "significant_regions",
     "log_nfa_maps",
 ]
 
@@ -112,31 +114,47 @@ def log10_chi2_sf(x, df):
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def log10_number_of_tests(sizes):
-    """``log10 N_T`` for scales of the given pixel counts.
+def log10_number_of_tests(region_size, scale_pixels, total_pixels):
+    """``log10 N_T`` for regions of ``region_size`` pixels at a scale.
 
-    ``N_T = sum_s N_s * sum_{r=1}^{N_s} ALPHA * BETA**r / r``: at each of the
-    ``N_s`` pixels of each scale, every fixed polyomino of every size could
-    be a tested region. Computed in log space (no arbitrary precision).
+    The false-alarm budget is split evenly over every (scale, region size)
+    pair, and within a pair over every connected region of that size: at
+    each of the scale's ``N_s`` pixels, ``ALPHA * BETA**r / r`` fixed
+    polyominoes of size ``r`` could be placed. So
+
+    ``N_T(r) = (sum_s N_s) * N_s * ALPHA * BETA**r / r``
+
+    and, summed over all regions of all sizes of all scales, the weights
+    ``1 / N_T`` add up to at most 1: the expected number of regions with
+    ``NFA <= epsilon`` under normality is at most ``epsilon``. (The reference
+    code charges every region the count of regions of *all* sizes, about
+    ``BETA ** N_s``, so that at 64x64 a region needs a PFA below 1e-2490.)
 
     Parameters
     ----------
-    sizes : tuple of int
-        Pixel counts ``H * W`` of the scales.
+    region_size : int or ndarray of int
+        Pixels in the region(s).
+    scale_pixels : int
+        ``N_s``, pixels of the region's scale.
+    total_pixels : int
+        ``sum_s N_s`` over the scales.
 
     Examples
     --------
     >>> from sklearn_uflow.acontrario import log10_number_of_tests
-    >>> round(log10_number_of_tests((1,)), 6)  # ALPHA * BETA
-    0.109687
+    >>> round(float(log10_number_of_tests(1, 1, 1)), 6)  # ALPHA * BETA
+    0.109744
     """
-    logs = []
-    for n in sizes:
-        r = np.arange(1, int(n) + 1, dtype=np.float64)
-        per_size = np.log(POLYOMINO_ALPHA) + r * np.log(POLYOMINO_BETA) - np.log(r)
-        logs.append(np.log(n) + special.logsumexp(per_size))
-    return float(special.logsumexp(logs) / _LN10)
+    r = np.asarray(region_size, dtype=np.float64)
+    return (np.log10(total_pixels) + np.log10(scale_pixels) + np.log10(POLYOMINO_ALPHA)
+            + r * np.log10(POLYOMINO_BETA) - np.log10(r))
+
+
+def log10_nfa_ceiling(scale_pixels):
+    """The largest log10 NFA reported: that of a single pixel with no
+    evidence at all (PFA = 1) at the largest scale. Pixels in no selected
+    region carry it; no region reports more."""
+    return float(log10_number_of_tests(1, max(scale_pixels), sum(scale_pixels)))
 
 
 class _RangeMin:
@@ -194,44 +212,42 @@ def _depth(parent, root):
     return depth
 
 
-def region_log_pfa(u, df):
-    """Most significant regions of one scale and their ``log10 PFA``.
+class ComponentTree(NamedTuple):
+    """The component tree of the upper level sets of a map.
+
+    Nodes are numbered in raster order of their first pixel; arrays indexed
+    by node unless noted.
+    """
+
+    level: np.ndarray  #: the node's level, its component's minimum
+    parent: np.ndarray  #: parent node (the root is its own parent)
+    area: np.ndarray  #: pixels in the component
+    owner: np.ndarray  #: per pixel (raveled): the node whose level it has
+    preorder: np.ndarray  #: nodes in depth-first preorder
+    start: np.ndarray  #: position of the node in ``preorder``
+    end: np.ndarray  #: its subtree is ``preorder[start:end]``
+
+    @property
+    def root(self):
+        return int(self.preorder[0])
+
+
+def component_tree(u):
+    """Component tree of the upper level sets of ``u`` (4-connectivity).
 
     Parameters
     ----------
     u : ndarray of shape (H, W)
-        ``sum_k z_k^2`` at each pixel.
-    df : int
-        Number of latent channels ``C`` (degrees of freedom).
+        The map.
 
     Returns
     -------
-    labels : ndarray of int64, shape (H, W)
-        0 outside the selected regions, ``k + 1`` inside region ``k``.
-    log_pfa : ndarray of float64, shape (n_regions,)
-        ``|R| * log10 P(chi2_C >= min_R u)`` of each region.
-
-    Notes
-    -----
-    The nodes of the component tree are the connected components of the
-    upper level sets ``{u >= lambda}`` (from ``skimage.morphology.max_tree``).
-    The paper's procedures are: (1) replace each branch that hangs from a
-    leaf through single-child nodes by its most significant node; (2) when
-    all children of a node are leaves and the node is at least as significant
-    as each of them, replace them by the node; repeat until nothing changes.
-    Following the procedures bottom-up shows that a subtree ends as a single
-    leaf exactly when no node with two or more children inside it is less
-    significant than a descendant, and that leaf is then the subtree's most
-    significant node. The final leaves are the maximal such subtrees. With
-    the nodes in depth-first preorder every subtree is a contiguous range,
-    so all of this is prefix sums and range-minimum queries: no recursion and
-    no Python loop over nodes.
+    tree : ComponentTree
     """
     values = np.asarray(u, dtype=np.float64)
-    shape = values.shape
-    values = values.ravel()
     n_pixels = values.size
-    parent, order = max_tree(values.reshape(shape), connectivity=1)
+    parent, order = max_tree(values, connectivity=1)
+    values = values.ravel()
     parent = parent.ravel().astype(np.int64)
     root = int(order[0])
     # Canonical form: every pixel points to the first pixel of its level component.
@@ -252,36 +268,79 @@ def region_log_pfa(u, df):
     node_parent[node_root] = node_root
 
     pre, post = _preorder(node_parent, node_root)
-    position = np.empty(n_nodes, np.int64)
-    position[pre] = np.arange(n_nodes)
+    start = np.empty(n_nodes, np.int64)
+    start[pre] = np.arange(n_nodes)
     post_position = np.empty(n_nodes, np.int64)
     post_position[post] = np.arange(n_nodes)
-    subtree = post_position - position + _depth(node_parent, node_root) + 1
-    end = position + subtree
+    end = post_position + _depth(node_parent, node_root) + 1
+    own_pixels = np.concatenate(([0], np.cumsum(np.bincount(owner, minlength=n_nodes)[pre])))
+    area = own_pixels[end] - own_pixels[start]
+    return ComponentTree(values[node_pixel], node_parent, area, owner, pre, start, end)
 
-    own_pixels = np.bincount(owner, minlength=n_nodes)
-    area = np.concatenate(([0], np.cumsum(own_pixels[pre])))
-    area = area[end] - area[position]
-    log_pfa = area * log10_chi2_sf(values[node_pixel], df)
 
-    n_children = np.bincount(node_parent[np.arange(n_nodes) != node_root], minlength=n_nodes)
-    lowest = _RangeMin(log_pfa[pre])
-    below = lowest.values[lowest.argmin(position + 1, end)]
-    blocking = (n_children >= 2) & (log_pfa > below)
+def significant_regions(u, df, total_pixels=None):
+    """Most significant regions of one scale and their ``log10 NFA``.
+
+    Parameters
+    ----------
+    u : ndarray of shape (H, W)
+        ``sum_k z_k^2`` at each pixel.
+    df : int
+        Number of latent channels ``C`` (degrees of freedom).
+    total_pixels : int, default=None
+        Pixels of all scales together (for the number of tests); default
+        this scale's.
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (H, W)
+        0 outside the selected regions, ``k + 1`` inside region ``k``.
+    log_nfa : ndarray of float64, shape (n_regions,)
+        ``log10 N_T(|R|) + |R| * log10 P(chi2_C >= min_R u)`` of each region.
+
+    Notes
+    -----
+    The nodes of the component tree are the connected components of the
+    upper level sets ``{u >= lambda}``; a node is more significant when its
+    NFA is lower. The paper's procedures are: (1)
+    replace each branch that hangs from a leaf through single-child nodes by
+    its most significant node; (2) when all children of a node are leaves and
+    the node is at least as significant as each of them, replace them by the
+    node; repeat until nothing changes. Following the procedures bottom-up
+    shows that a subtree ends as a single leaf exactly when no node with two
+    or more children inside it is less significant than one of its
+    descendants, and that leaf is then the subtree's most significant node.
+    The final leaves are the maximal such subtrees. With the nodes in
+    depth-first preorder every subtree is a contiguous range, so all of this
+    is prefix sums and range-minimum queries: no recursion and no Python loop
+    over nodes.
+    """
+    tree = component_tree(u)
+    n_nodes = len(tree.level)
+    pre, start, end = tree.preorder, tree.start, tree.end
+    pixels = int(np.size(u))
+    log_nfa = log10_number_of_tests(tree.area, pixels, total_pixels or pixels)
+    log_nfa += tree.area * log10_chi2_sf(tree.level, df)
+
+    root = tree.root
+    n_children = np.bincount(tree.parent[np.arange(n_nodes) != root], minlength=n_nodes)
+    lowest = _RangeMin(log_nfa[pre])
+    below = lowest.values[lowest.argmin(start + 1, end)]
+    blocking = (n_children >= 2) & (log_nfa > below)
     blocked = np.concatenate(([0], np.cumsum(blocking[pre])))
-    collapses = (blocked[end] - blocked[position]) == 0
-    final = collapses & (~collapses[node_parent] | (np.arange(n_nodes) == node_root))
+    collapses = (blocked[end] - blocked[start]) == 0
+    final = collapses & (~collapses[tree.parent] | (np.arange(n_nodes) == root))
     final = np.flatnonzero(final)
-    best = pre[lowest.argmin(position[final], end[final])]
+    best = pre[lowest.argmin(start[final], end[final])]
 
     # Mark each chosen region's preorder range, then map nodes back to pixels.
     marks = np.zeros(n_nodes + 1, np.int64)
     region = np.arange(1, len(best) + 1)
-    np.add.at(marks, position[best], region)
+    np.add.at(marks, start[best], region)
     np.add.at(marks, end[best], -region)
     node_label = np.empty(n_nodes, np.int64)
     node_label[pre] = np.cumsum(marks[:-1])
-    return node_label[owner].reshape(shape), log_pfa[best]
+    return node_label[tree.owner].reshape(np.shape(u)), log_nfa[best]
 
 
 def _nearest_resize(image, size):
@@ -292,21 +351,23 @@ def _nearest_resize(image, size):
     return image[np.ix_(rows, cols)]
 
 
-def _image_log_nfa(squared_norms, channels, size, log_n_tests):
+def _image_log_nfa(squared_norms, channels, size):
     """log10 NFA map of one image from its per-scale ``u`` maps."""
-    merged = None
-    n_regions = 0
+    pixels = [u.size for u in squared_norms]
+    merged = np.full(size, log10_nfa_ceiling(pixels))
     for u, df in zip(squared_norms, channels):
-        labels, log_pfa = region_log_pfa(u, df)
-        scale_map = np.concatenate(([0.0], log_pfa))[labels]
-        scale_map = _nearest_resize(scale_map, size)
-        merged = scale_map if merged is None else np.minimum(merged, scale_map)
-        n_regions += len(log_pfa)
-    return merged + log_n_tests
+        labels, log_nfa = significant_regions(u, df, sum(pixels))
+        scale_map = np.concatenate(([np.inf], log_nfa))[labels]
+        np.minimum(merged, _nearest_resize(scale_map, size), out=merged)
+    return merged
 
 
 def log_nfa_maps(latents, size=None, n_jobs=None):
     """log10 NFA maps of a batch from its per-scale latents.
+
+    Each scale's selected regions carry their log10 NFA; the scales are
+    resized to ``size`` by nearest neighbour (no value is invented between a
+    region and its surroundings) and merged by the pixel-wise minimum.
 
     Parameters
     ----------
@@ -320,21 +381,19 @@ def log_nfa_maps(latents, size=None, n_jobs=None):
     Returns
     -------
     log_nfa : ndarray of shape (n, H, W), float64
-        ``log10 N_T + min_l log10 PFA_l``; pixels outside every selected
-        region carry ``log10 N_T`` (their PFA is 1).
+        Pixels outside every selected region carry
+        :func:`log10_nfa_ceiling`, and no pixel carries more.
     """
     squared = [
         (z.double().pow(2).sum(1).cpu().numpy() if torch.is_tensor(z) else np.square(np.asarray(z, np.float64)).sum(1))
         for z in latents
     ]
     channels = [int(z.shape[1]) for z in latents]
-    if size is None:
-        size = squared[0].shape[1:]
-    log_n_tests = log10_number_of_tests(tuple(int(np.prod(s.shape[1:])) for s in squared))
-    jobs = (delayed(_image_log_nfa)([s[i] for s in squared], channels, tuple(size), log_n_tests)
-            for i in range(len(squared[0])))
-    maps = Parallel(n_jobs=n_jobs)(jobs) if n_jobs not in (None, 1) else [job[0](*job[1], **job[2]) for job in jobs]
-    return np.stack(maps)
+    size = tuple(int(v) for v in (size if size is not None else squared[0].shape[1:]))
+    jobs = [([s[i] for s in squared], channels, size) for i in range(len(squared[0]))]
+    if n_jobs in (None, 1):
+        return np.stack([_image_log_nfa(*job) for job in jobs])
+    return np.stack(Parallel(n_jobs=n_jobs)(delayed(_image_log_nfa)(*job) for job in jobs))
 
 
 class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
@@ -364,8 +423,8 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         The scales' shapes used.
     output_size_ : tuple of int
         ``(H, W)`` of the output maps.
-    log_n_tests_ : float
-        ``log10 N_T`` for these scales.
+    log_nfa_ceiling_ : float
+        The log10 NFA of pixels in no selected region (the largest value).
     n_features_in_ : int
         Length of an input row.
 
@@ -377,8 +436,8 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
     >>> Z = rng.standard_normal((2, 16 * 8 * 8))
     >>> Z[1, :16 * 64].reshape(16, 8, 8)[:, 2:6, 2:6] += 3.0  # a strong blob
     >>> seg = ACotrarioSegmenter(latent_shapes=[(16, 8, 8)]).fit(Z)
-    >>> seg.predict_masks(Z).reshape(2, -1).sum(axis=1)
-    array([ 0, 16])
+    >>> seg.predict_masks(Z).reshape(2, -1).any(axis=1)
+    array([False,  True])
     """
 
     def __init__(self, latent_shapes=None, *, epsilon=1.0, output_size=None, n_jobs=None):
@@ -411,7 +470,7 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
                              f"per row, but X has {X.shape[1]} columns.")
         self.latent_shapes_ = shapes
         self.output_size_ = tuple(self.output_size) if self.output_size is not None else shapes[0][1:]
-        self.log_n_tests_ = log10_number_of_tests(tuple(h * w for _, h, w in shapes))
+        self.log_nfa_ceiling_ = log10_nfa_ceiling([h * w for _, h, w in shapes])
         return self
 
     def _latents(self, X):

@@ -11,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._images import as_image_array, check_images
 from ._torch_utils import resolve_device, seed_from
-from .acontrario import log10_number_of_tests, log_nfa_maps
+from .acontrario import log10_nfa_ceiling, log_nfa_maps
 from .features import BaseFeatureExtractor, _TorchStateMixin, make_feature_extractor
 from .flow import build_uflow, latent_shapes, train_flow
 from .scoring import anomaly_map
@@ -62,11 +62,11 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         Flow steps per scale.
     affine_clamp : float, default=2.0
         Soft clamping of the coupling log-scales.
-    max_epochs : int, default=25
+    max_epochs : int, default=20
         Maximum passes over the training images.
-    batch_size : int, default=8
-        Images per optimisation step (and per scoring batch).
-    learning_rate : float, default=1e-3
+    batch_size : int, default=4
+        Images per optimisation step.
+    learning_rate : float, default=5e-3
         Adam's peak learning rate (warm-up, then cosine decay per iteration).
     weight_decay : float, default=0.0
         Adam's L2 penalty.
@@ -108,8 +108,8 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         Channels of the training images.
     offset_ : float
         ``decision_function = score_samples - offset_``.
-    log_n_tests_ : float
-        ``log10`` of the number of tests ``N_T``.
+    log_nfa_ceiling_ : float
+        The log10 NFA of pixels in no significant region (the largest).
     history_ : dict
         Training and validation loss per epoch (bits per dimension), the
         best epoch and the training time in seconds.
@@ -140,10 +140,23 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
     dtype('bool')
     """
 
-    _torch_attributes = ("flow_",)
+    def __getstate__(self):
+        # FrEIA's blocks hold lambdas, which do not pickle: store the flow's
+        # weights (on the CPU) and rebuild the graph when loading.
+        state = super().__getstate__()
+        if "flow_" in state:
+            state["flow_"] = {k: v.detach().cpu() for k, v in state["flow_"].state_dict().items()}
+        return state
 
-    def __init__(self, extractor="mscait", *, n_flow_steps=4, affine_clamp=2.0, max_epochs=25,
-                 batch_size=8, learning_rate=1e-3, weight_decay=0.0, validation_fraction=0.1,
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if isinstance(self.__dict__.get("flow_"), dict):
+            flow = build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp)
+            flow.load_state_dict(self.flow_)
+            self.flow_ = flow.to(self.device_).eval().requires_grad_(False)
+
+    def __init__(self, extractor="mscait", *, n_flow_steps=4, affine_clamp=2.0, max_epochs=20,
+                 batch_size=4, learning_rate=5e-3, weight_decay=0.0, validation_fraction=0.1,
                  n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, device="auto",
                  random_state=None, verbose=0, n_jobs=None):
         self.extractor = extractor
@@ -218,7 +231,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         self.latent_shapes_ = latent_shapes(self.feature_shapes_)
         self.image_size_ = tuple(images.shape[1:3])
         self.n_channels_ = images.shape[-1]
-        self.log_n_tests_ = log10_number_of_tests(tuple(h * w for _, h, w in self.latent_shapes_))
+        self.log_nfa_ceiling_ = log10_nfa_ceiling([h * w for _, h, w in self.latent_shapes_])
 
         seed = seed_from(rng)
         flow = build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp, seed=seed)
@@ -282,7 +295,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         -------
         log_nfa : ndarray of shape (n_images, H, W), float64
             ``log10 NFA``; pixels in no significant region carry
-            ``log10 N_T``. A pixel is detected when it is at most
+            ``log_nfa_ceiling_``. A pixel is detected when it is at most
             ``log10(epsilon)``.
         """
         return np.concatenate([

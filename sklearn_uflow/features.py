@@ -57,7 +57,8 @@ def split_features(rows, shapes):
     Returns
     -------
     maps : list of torch.Tensor of shape (n_samples, C, H, W)
-        Views into ``rows`` where possible, one per scale.
+        Views into ``rows`` where possible, one per scale; float64 rows stay
+        float64, other rows become float32.
 
     Examples
     --------
@@ -67,7 +68,8 @@ def split_features(rows, shapes):
     >>> [tuple(m.shape) for m in maps]
     [(2, 2, 4, 4), (2, 3, 2, 2)]
     """
-    rows = torch.as_tensor(np.asarray(rows, dtype=np.float32))
+    rows = np.asarray(rows)
+    rows = torch.as_tensor(rows if rows.dtype in (np.float32, np.float64) else rows.astype(np.float32))
     sizes = [int(np.prod(s)) for s in shapes]
     if rows.ndim != 2 or rows.shape[1] != sum(sizes):
         raise ValueError(
@@ -157,7 +159,7 @@ class _TorchStateMixin:
     _torch_attributes = ()
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: never alter the live estimator
         for name in self._torch_attributes:
             if name in state:
                 state[name] = copy.deepcopy(state[name]).cpu()
@@ -319,7 +321,7 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
     >>> step.feature_shapes_
     [(24, 16, 16), (40, 8, 8), (112, 4, 4)]
     >>> step.transform(X).shape
-    (2, 8448)
+    (2, 10496)
     """
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256,

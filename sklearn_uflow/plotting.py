@@ -1,0 +1,57 @@
+"""Pictures of results: overlays of anomaly maps and masks on images."""
+
+import numpy as np
+from skimage.segmentation import find_boundaries
+
+__all__ = ["heatmap", "overlay"]
+
+# A perceptually ordered dark-blue -> red -> yellow ramp ("inferno"-like).
+_RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
+                  [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=np.float64)
+
+
+def heatmap(values, vmin=0.0, vmax=1.0):
+    """Colour a 2-D map into an RGB uint8 image (dark = low, yellow = high)."""
+    t = np.clip((np.asarray(values, np.float64) - vmin) / max(vmax - vmin, 1e-12), 0, 1) * (len(_RAMP) - 1)
+    low = np.floor(t).astype(int).clip(0, len(_RAMP) - 2)
+    frac = (t - low)[..., None]
+    return np.round(_RAMP[low] * (1 - frac) + _RAMP[low + 1] * frac).astype(np.uint8)
+
+
+def overlay(image, anomaly_map=None, mask=None, *, alpha=0.45, vmin=0.0, vmax=1.0):
+    """Blend an anomaly map over an image and draw the mask's contour.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W), (H, W, 1) or (H, W, 3)
+        uint8 or float in [0, 1].
+    anomaly_map : ndarray of shape (H, W), default=None
+        Drawn as a heatmap with opacity ``alpha``.
+    mask : ndarray of shape (H, W), bool, default=None
+        Its contour is drawn in cyan.
+
+    Returns
+    -------
+    picture : ndarray of shape (H, W, 3), uint8
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.plotting import overlay
+    >>> overlay(np.zeros((4, 4)), np.ones((4, 4)), np.eye(4, dtype=bool)).shape
+    (4, 4, 3)
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    picture = image.astype(np.float64)
+    if anomaly_map is not None:
+        picture = (1 - alpha) * picture + alpha * heatmap(anomaly_map, vmin, vmax)
+    picture = np.round(picture).astype(np.uint8)
+    if mask is not None and np.any(mask):
+        picture[find_boundaries(np.asarray(mask, bool), mode="inner")] = (0, 255, 255)
+    return picture

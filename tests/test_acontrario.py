@@ -1,0 +1,269 @@
+"""The a contrario segmentation against hand computations, a literal
+re-implementation of the paper's procedures, and its null calibration."""
+
+import mpmath
+import numpy as np
+import pytest
+from scipy import ndimage, stats
+
+from sklearn_uflow import ACotrarioSegmenter
+from sklearn_uflow.acontrario import (
+    POLYOMINO_ALPHA,
+    POLYOMINO_BETA,
+    component_tree,
+    log10_chi2_sf,
+    log10_nfa_ceiling,
+    log10_number_of_tests,
+    log_nfa_maps,
+    significant_regions,
+)
+
+LITE0_LATENTS = [(30, 64, 64), (30, 32, 32), (56, 16, 16)]
+
+
+# --------------------------------------------------------------- chi-square tail
+@pytest.mark.parametrize("df", [1, 2, 30, 56, 816])
+def test_chi2_tail_matches_mpmath_everywhere(df):
+    x = np.concatenate([np.linspace(0, 3 * df, 13), df + np.geomspace(1, 2e5, 25)])
+    expected = [float(mpmath.log10(mpmath.gammainc(df / 2, t / 2, regularized=True))) for t in x]
+    np.testing.assert_allclose(log10_chi2_sf(x, df), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_chi2_tail_is_never_significant_below_the_median():
+    """The Chernoff bound of the reference code makes small values
+    significant; the exact tail keeps them near log10(1)."""
+    df = 30
+    x = np.linspace(0, stats.chi2.median(df), 50)
+    assert np.all(log10_chi2_sf(x, df) >= np.log10(0.5) - 1e-12)
+    chernoff = -(df / 2) * (x / df - 1 - np.log(x / df)) / np.log(10)
+    assert np.any(chernoff[1:] < -1)  # what we avoid
+
+
+# -------------------------------------------------------------- number of tests
+def test_number_of_tests_matches_direct_count_and_budget_adds_to_one():
+    alpha, beta = mpmath.mpf(POLYOMINO_ALPHA), mpmath.mpf(POLYOMINO_BETA)
+    sizes = (4096, 1024, 256)
+    total = sum(sizes)
+    for r in (1, 30, 4096):
+        direct = total * sizes[0] * alpha * beta**r / r
+        assert log10_number_of_tests(r, sizes[0], total) == pytest.approx(float(mpmath.log10(direct)), rel=1e-12)
+    # Every region of every size of every scale gets 1 / N_T of the budget:
+    # the shares of all (at most N_s * ALPHA * BETA**r / r) regions add to 1.
+    budget = sum(
+        mpmath.fsum(n * alpha * beta**r / r / mpmath.power(10, mpmath.mpf(float(log10_number_of_tests(r, n, total))))
+                    for r in range(1, n + 1))
+        for n in sizes
+    )
+    assert float(budget) == pytest.approx(1.0, rel=1e-9)
+
+
+# ----------------------------------------------------------------- hand-made tree
+def _hand_image(saddle, peak_b, shoulder_b):
+    u = np.ones((5, 5))
+    u[1, 1] = u[1, 2] = u[2, 1] = 20.0  # peak A, 3 pixels
+    u[2, 2] = u[3, 2] = saddle  # a 2-pixel plateau joining the peaks
+    u[2, 3], u[3, 3] = shoulder_b, peak_b  # peak B on a shoulder
+    return u
+
+
+def test_component_tree_of_hand_image():
+    tree = component_tree(_hand_image(saddle=6, peak_b=12, shoulder_b=10))
+    nodes = {float(level): i for i, level in enumerate(tree.level)}
+    assert sorted(nodes) == [1, 6, 10, 12, 20]
+    area = {level: int(tree.area[i]) for level, i in nodes.items()}
+    assert area == {1: 25, 6: 7, 10: 2, 12: 1, 20: 3}
+    parent = {level: float(tree.level[tree.parent[i]]) for level, i in nodes.items()}
+    assert parent == {1: 1, 6: 1, 10: 6, 12: 10, 20: 6}
+
+
+def _hand_log_nfa(area, level):
+    # chi2 with 2 degrees of freedom: log10 P(chi2 >= l) = -l / (2 ln 10).
+    return float(log10_number_of_tests(area, 25, 25)) - area * level / (2 * np.log(10))
+
+
+def test_prune_keeps_most_significant_node_of_branch_and_no_merge():
+    u = _hand_image(saddle=6, peak_b=12, shoulder_b=10)
+    # log10 NFA by node (area, level), by hand: log10 N_T(r) = 2.29682 +
+    # 0.608801 r - log10 r; root (25, 1) 10.690, saddle (7, 6) -3.407,
+    # A (3, 20) -9.383, B' (2, 10) -1.130, B (1, 12) 0.300.
+    nfa = {name: _hand_log_nfa(*node) for name, node in
+           {"root": (25, 1), "saddle": (7, 6), "A": (3, 20), "B'": (2, 10), "B": (1, 12)}.items()}
+    assert nfa["B'"] < nfa["B"]  # procedure 1 keeps B' on the branch [B, B']
+    assert nfa["saddle"] > nfa["A"]  # procedure 2: A is more significant, no merge
+    labels, log_nfa = significant_regions(u, 2)
+    expected = np.zeros((5, 5), int)
+    expected[1, 1] = expected[1, 2] = expected[2, 1] = 1
+    expected[2, 3] = expected[3, 3] = 2
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_allclose(log_nfa, [nfa["A"], nfa["B'"]])
+    np.testing.assert_allclose(log_nfa, [-9.3827, -1.1296], atol=1e-4)
+    np.testing.assert_allclose([nfa["root"], nfa["saddle"], nfa["B"]], [10.690, -3.407, 0.300], atol=1e-3)
+
+
+def test_merge_replaces_leaves_by_a_more_significant_parent():
+    u = _hand_image(saddle=15, peak_b=18, shoulder_b=16)
+    nfa = {name: _hand_log_nfa(*node) for name, node in
+           {"root": (25, 1), "saddle": (7, 15), "A": (3, 20), "B'": (2, 16), "B": (1, 18)}.items()}
+    assert nfa["B'"] < nfa["B"]  # procedure 1 keeps B'
+    assert nfa["saddle"] <= min(nfa["A"], nfa["B'"])  # procedure 2 merges A and B' into the saddle
+    assert nfa["saddle"] < nfa["root"]  # procedure 1 on [saddle, root] keeps the saddle
+    labels, log_nfa = significant_regions(u, 2)
+    expected = np.zeros((5, 5), int)
+    expected[1, 1] = expected[1, 2] = expected[2, 1] = 1
+    expected[2, 2] = expected[3, 2] = expected[2, 3] = expected[3, 3] = 1
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_allclose(log_nfa, [nfa["saddle"]])
+
+
+# --------------------------------------------- literal re-implementation of the paper
+def _reference_regions(u, df):
+    """Build the tree level by level with scipy.ndimage.label and run the
+    paper's procedures literally (procedure 1, then 2, until stable)."""
+    levels = np.unique(u)[::-1]
+    nodes, parent_of, pixels_of = [], {}, {}
+    owner_at_level = {}
+    structure = ndimage.generate_binary_structure(2, 1)
+    for level in levels:
+        lab, n = ndimage.label(u >= level, structure=structure)
+        owner_at_level[level] = lab
+        for k in range(1, n + 1):
+            comp = lab == k
+            if np.isclose(u[comp].min(), level, rtol=0, atol=0):
+                nodes.append((level, k))
+                pixels_of[(level, k)] = comp
+    for level, k in nodes:  # parent: the component at the next lower node level
+        comp = pixels_of[(level, k)]
+        lower = [lv for lv in levels if lv < level]
+        for lv in lower:
+            lab_k = owner_at_level[lv][comp][0]
+            if (lv, lab_k) in pixels_of:
+                parent_of[(level, k)] = (lv, lab_k)
+                break
+    n_pix = u.size
+    log_pfa = {n: float(np.log10(n_pix * n_pix * 0.316915 * 4.062570 ** pixels_of[n].sum() / pixels_of[n].sum()))
+               + pixels_of[n].sum() * float(stats.chi2.logsf(n[0], df) / np.log(10)) for n in nodes}
+    children = {n: [c for c, p in parent_of.items() if p == n] for n in nodes}
+
+    def remove(node):  # splice a node out, attaching its children to its parent
+        p = parent_of.pop(node, None)
+        for c in children[node]:
+            if p is None:
+                parent_of.pop(c)
+            else:
+                parent_of[c] = p
+                children[p].append(c)
+        if p is not None:
+            children[p].remove(node)
+        del children[node]
+
+    def branch(leaf):
+        chain = [leaf]
+        while chain[-1] in parent_of and len(children[parent_of[chain[-1]]]) == 1:
+            chain.append(parent_of[chain[-1]])
+        return chain
+
+    def prune():
+        for leaf in [n for n in children if not children[n]]:
+            chain = branch(leaf)
+            keep = chain[int(np.argmin([log_pfa[n] for n in chain]))]
+            for n in chain:
+                if n != keep:
+                    remove(n)
+
+    def merge():
+        merged = False
+        for b in [n for n in children if len(children[n]) > 1]:
+            if b not in children or any(children[c] for c in children[b]):
+                continue
+            if log_pfa[b] <= min(log_pfa[c] for c in children[b]):
+                for c in list(children[b]):
+                    remove(c)
+                merged = True
+        return merged
+
+    prune()
+    while merge():
+        prune()
+    leaves = [n for n in children if not children[n]]
+    return sorted((round(log_pfa[n], 9), tuple(np.flatnonzero(pixels_of[n]))) for n in leaves)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_vectorised_procedures_match_literal_reimplementation(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(3, 9, size=2))
+    df = int(rng.integers(1, 6))
+    u = (rng.standard_normal((df, *shape)) ** 2).sum(0)
+    if seed % 3 == 0:
+        u = np.round(u, 0)  # plateaus
+    labels, log_pfa = significant_regions(u, df)
+    got = sorted(
+        (round(float(v), 9), tuple(np.flatnonzero(labels.ravel() == k + 1))) for k, v in enumerate(log_pfa)
+    )
+    assert got == _reference_regions(u, df)
+
+
+# ------------------------------------------------------------------ calibration
+def _count_detections(latents, epsilon):
+    """Regions with NFA <= epsilon per image, summed over scales (an upper
+    bound of the regions of the merged mask)."""
+    total = sum(h * w for _, h, w in LITE0_LATENTS)
+    counts = np.zeros(len(latents[0]), int)
+    for z in latents:
+        for i, zi in enumerate(z):
+            _, log_nfa = significant_regions((zi.astype(np.float64) ** 2).sum(0), zi.shape[0], total)
+            counts[i] += int(np.sum(log_nfa <= np.log10(epsilon)))
+    return counts
+
+
+def _null_latents(n, rng, scale=1.0):
+    return [scale * rng.standard_normal((n, *s)).astype(np.float32) for s in LITE0_LATENTS]
+
+
+@pytest.mark.parametrize("epsilon", [1.0, 0.1])
+def test_null_calibration_on_pure_noise(epsilon):
+    rng = np.random.default_rng(0)
+    counts = np.concatenate([_count_detections(_null_latents(100, rng), epsilon) for _ in range(10)])
+    assert len(counts) == 1000
+    assert counts.mean() <= epsilon
+
+
+def test_small_latents_are_not_anomalous():
+    rng = np.random.default_rng(1)
+    maps = log_nfa_maps(_null_latents(50, rng, scale=0.9), size=(64, 64))
+    assert np.all(maps > 0)
+    assert maps.max() == log10_nfa_ceiling([h * w for _, h, w in LITE0_LATENTS])
+
+
+def test_planted_block_is_found():
+    rng = np.random.default_rng(2)
+    latents = _null_latents(10, rng)
+    block = np.zeros((16, 16), bool)
+    block[5:11, 4:9] = True  # 30 pixels of the coarse scale
+    latents[2][:, :, block] += 1.5
+    masks = log_nfa_maps(latents, size=(16, 16)) <= 0
+    iou = (masks & block).sum((1, 2)) / (masks | block).sum((1, 2))
+    assert np.all(iou > 0.5), iou  # found in every image
+    assert iou.mean() >= 0.8, iou  # and delineated
+
+
+# ------------------------------------------------------------------- estimator
+def test_segmenter_rows_and_maps_agree_with_function():
+    rng = np.random.default_rng(3)
+    shapes = [(8, 8, 8), (16, 4, 4)]
+    latents = [rng.standard_normal((3, *s)) for s in shapes]
+    latents[0][1, :, 2:5, 2:5] += 3
+    rows = np.concatenate([z.reshape(3, -1) for z in latents], axis=1)
+    seg = ACotrarioSegmenter(latent_shapes=shapes, output_size=(16, 16)).fit(rows)
+    np.testing.assert_array_equal(seg.log_nfa_maps(rows), log_nfa_maps(latents, (16, 16)))
+    assert seg.transform(rows).shape == (3, 256)
+    masks = seg.predict_masks(rows)
+    assert masks[1].any() and not masks[0].any()
+    assert seg.set_params(epsilon=1e-300).predict_masks(rows).sum() <= masks.sum()
+
+
+def test_segmenter_rejects_wrong_shapes():
+    with pytest.raises(ValueError, match="latent_shapes"):
+        ACotrarioSegmenter(latent_shapes=[(2, 3, 3)]).fit(np.zeros((2, 10)))
+    with pytest.raises(ValueError, match="epsilon"):
+        ACotrarioSegmenter(epsilon=0).fit(np.zeros((2, 10)))

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from sklearn_uflow.datasets import load_anomaly_folder, make_defects
+
+# Counts stated in each dataset's SOURCE.md.
+EXPECTED = {
+    "mpdd/metal_plate": (54, 26, {"defect": 71}),
+    "magnetic_tile/magnetic_tile": (761, 191, {"blowhole": 115, "break": 85, "crack": 57, "fray": 32, "uneven": 99}),
+    "hazelnut_toy/hazelnut_toy": (28, 6, {"colour": 17}),
+}
+
+
+@pytest.mark.parametrize("category", sorted(EXPECTED))
+def test_loaders_read_the_real_datasets(data_dir, category):
+    n_train, n_good, defects = EXPECTED[category]
+    data = load_anomaly_folder(data_dir / category, image_size=256)
+    assert len(data.train_images) == n_train and data.train_images.dtype == np.uint8
+    assert int((data.test_labels == 0).sum()) == n_good
+    types, counts = np.unique(data.test_types[data.test_labels == 1], return_counts=True)
+    assert dict(zip(types, counts.tolist())) == defects
+    assert data.test_masks.shape == (len(data.test_images), 256, 256)
+    # every defective image has a non-empty mask, no good image has one
+    has_defect = data.test_masks.reshape(len(data.test_masks), -1).any(1)
+    np.testing.assert_array_equal(has_defect, data.test_labels == 1)
+    assert data.color == ("gray" if category.startswith("magnetic") else "rgb")
+
+
+def test_mixed_sizes_need_image_size(data_dir):
+    with pytest.raises(ValueError, match="image_size"):
+        load_anomaly_folder(data_dir / "magnetic_tile/magnetic_tile")
+
+
+def _write(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _tiny_folder(root, mask_shape=(8, 8), with_mask=True):
+    img = np.full((8, 8, 3), 120, np.uint8)
+    _write(root / "train/good/000.png", img)
+    _write(root / "test/good/000.png", img)
+    _write(root / "test/scratch/000.png", img)
+    if with_mask:
+        mask = np.zeros(mask_shape, np.uint8)
+        mask[2:4, 2:4] = 255
+        _write(root / "ground_truth/scratch/000_mask.png", mask)
+    return root
+
+
+def test_loader_on_a_written_folder(tmp_path):
+    data = load_anomaly_folder(_tiny_folder(tmp_path))
+    assert data.train_images.shape == (1, 8, 8, 3)
+    np.testing.assert_array_equal(data.test_labels, [0, 1])
+    assert data.test_masks[1].sum() == 4 and not data.test_masks[0].any()
+    assert data.test_files == ["test/good/000.png", "test/scratch/000.png"]
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda p: p / "missing", FileNotFoundError, "no such folder"),
+        (lambda p: p, ValueError, "no training images"),
+        (lambda p: _tiny_folder(p, with_mask=False), ValueError, "has no mask"),
+        (lambda p: _tiny_folder(p, mask_shape=(9, 8)), ValueError, "mask .* is 8x9"),
+    ],
+)
+def test_loader_errors(tmp_path, make, error, match):
+    with pytest.raises(error, match=match):
+        load_anomaly_folder(make(tmp_path))
+
+
+def test_unreadable_image_is_reported(tmp_path):
+    _tiny_folder(tmp_path)
+    (tmp_path / "train/good/001.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="could not read image"):
+        load_anomaly_folder(tmp_path)
+
+
+def test_make_defects_is_seeded_and_consistent():
+    X, y, masks = make_defects(n_samples=12, image_size=32, n_channels=1, random_state=3)
+    X2, y2, masks2 = make_defects(n_samples=12, image_size=32, n_channels=1, random_state=3)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(masks, masks2)
+    assert X.shape == (12, 32, 32, 1) and X.dtype == np.uint8
+    assert y.sum() == 6
+    np.testing.assert_array_equal(masks.reshape(12, -1).any(1), y == 1)
+    # the defects change the pixels they cover
+    normal_mean = X[y == 0].mean()
+    assert abs(X[..., 0][masks].mean() - normal_mean) > 20

@@ -1,0 +1,158 @@
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
+from sklearn_uflow.metrics import aupro, image_roc_auc, pixel_roc_auc
+
+
+def test_outputs_have_the_contracted_shapes(fitted_detector, defects):
+    X, y, _ = defects
+    maps = fitted_detector.anomaly_maps(X[:5])
+    assert maps.shape == (5, 64, 64) and maps.dtype == np.float32
+    assert 0 <= maps.min() and maps.max() <= 1
+    log_nfa = fitted_detector.log_nfa_maps(X[:5])
+    assert log_nfa.shape == (5, 64, 64)
+    assert log_nfa.max() <= fitted_detector.log_nfa_ceiling_
+    masks = fitted_detector.predict_masks(X[:5])
+    assert masks.dtype == bool and masks.shape == (5, 64, 64)
+    scores = fitted_detector.score_samples(X[:5])
+    assert scores.shape == (5,) and scores.dtype == np.float64
+
+
+def test_decisions_agree_with_masks(fitted_detector, defects):
+    X, _, _ = defects
+    masks = fitted_detector.predict_masks(X)
+    decision = fitted_detector.decision_function(X)
+    np.testing.assert_allclose(decision, fitted_detector.score_samples(X) - fitted_detector.offset_)
+    predicted = fitted_detector.predict(X)
+    np.testing.assert_array_equal(predicted == -1, masks.reshape(len(X), -1).any(1))
+    np.testing.assert_array_equal(predicted == -1, decision <= 0)
+
+
+def test_anomaly_map_follows_equation_2(fitted_detector, defects):
+    X, _, _ = defects
+    latents = fitted_detector.latents(X[:2])
+    # recompute eq. 2 with numpy: per scale exp(-mean_k z^2 / 2), bilinear up, mean, 1 - .
+    expected = 0
+    for z in latents:
+        score = torch.exp(-0.5 * z.pow(2).mean(1, keepdim=True))
+        expected = expected + torch.nn.functional.interpolate(score, size=(64, 64), mode="bilinear").squeeze(1)
+    expected = 1 - expected / len(latents)
+    np.testing.assert_allclose(fitted_detector.anomaly_maps(X[:2]), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_it_finds_synthetic_defects(defects, small_extractor):
+    X, y, masks = defects
+    detector = UFlowDetector(small_extractor, max_epochs=8, random_state=0, device="cpu").fit(X[y == 0])
+    maps = detector.anomaly_maps(X)
+    assert pixel_roc_auc(masks, maps) > 0.9
+    assert image_roc_auc(y, maps.max(axis=(1, 2))) > 0.9
+    assert aupro(masks, maps) > 0.7
+
+
+def test_same_seed_same_model_and_outputs(defects, small_extractor):
+    X, y, _ = defects
+    fits = [UFlowDetector(small_extractor, max_epochs=2, random_state=3, device="cpu").fit(X[y == 0])
+            for _ in range(2)]
+    for a, b in zip(fits[0].flow_.state_dict().values(), fits[1].flow_.state_dict().values()):
+        assert torch.equal(a, b)
+    np.testing.assert_array_equal(fits[0].anomaly_maps(X[:4]), fits[1].anomaly_maps(X[:4]))
+
+
+def test_fit_uses_only_normal_images_from_labels_or_masks(defects, small_extractor):
+    X, y, masks = defects
+    params = dict(max_epochs=1, random_state=0, device="cpu")
+    reference = UFlowDetector(small_extractor, **params).fit(X[y == 0])
+    for target in (y, masks):
+        other = UFlowDetector(small_extractor, **params).fit(X, target)
+        np.testing.assert_array_equal(other.anomaly_maps(X[:2]), reference.anomaly_maps(X[:2]))
+
+
+def test_contamination_sets_the_share_of_training_outliers(defects, small_extractor):
+    X, y, _ = defects
+    normal = X[y == 0]
+    detector = UFlowDetector(small_extractor, max_epochs=1, contamination=0.25, random_state=0,
+                             device="cpu").fit(normal)
+    assert np.mean(detector.predict(normal) == -1) == pytest.approx(0.25, abs=1 / len(normal))
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(epsilon=0), "epsilon"),
+        (dict(contamination=0.7), "contamination"),
+        (dict(validation_fraction=1.0), "validation_fraction"),
+        (dict(max_epochs=0), "max_epochs"),
+        (dict(learning_rate=-1), "learning_rate"),
+    ],
+)
+def test_bad_parameters(params, match, defects, small_extractor):
+    with pytest.raises(ValueError, match=match):
+        UFlowDetector(small_extractor, **params).fit(defects[0][:4])
+
+
+def test_bad_inputs(fitted_detector, defects, small_extractor):
+    X = defects[0]
+    with pytest.raises(ValueError, match="at least 2 normal training images"):
+        UFlowDetector(small_extractor).fit(X[:1])
+    with pytest.raises(ValueError, match="fitted on 64x64"):
+        fitted_detector.anomaly_maps(np.zeros((1, 32, 32, 3)))
+    with pytest.raises(ValueError, match="channel"):
+        fitted_detector.anomaly_maps(np.zeros((1, 64, 64)))
+    with pytest.raises(ValueError, match="no image as normal"):
+        UFlowDetector(small_extractor).fit(X[:4], np.ones(4))
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        UFlowDetector(small_extractor).anomaly_maps(X[:1])
+
+
+def test_pickle_round_trip(fitted_detector, defects):
+    X = defects[0][:3]
+    clone = pickle.loads(pickle.dumps(fitted_detector))
+    np.testing.assert_array_equal(clone.anomaly_maps(X), fitted_detector.anomaly_maps(X))
+    np.testing.assert_array_equal(clone.predict_masks(X), fitted_detector.predict_masks(X))
+
+
+def test_model_fitted_on_cuda_loads_on_cpu(fitted_detector, defects, monkeypatch):
+    """Simulate a GPU-fitted model: its pickle must load where CUDA is absent."""
+    clone = pickle.loads(pickle.dumps(fitted_detector))
+    clone.device_ = torch.device("cuda")
+    state = clone.__getstate__()  # the modules are stored on the CPU
+    restored = UFlowDetector.__new__(UFlowDetector)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="CUDA"):
+        restored.__setstate__(state)
+    restored.extractor_.device_ = torch.device("cpu")
+    np.testing.assert_array_equal(restored.anomaly_maps(defects[0][:2]), fitted_detector.anomaly_maps(defects[0][:2]))
+
+
+def test_real_images_smoke(data_dir):
+    from sklearn_uflow.datasets import load_anomaly_folder
+
+    data = load_anomaly_folder(data_dir / "hazelnut_toy/hazelnut_toy", image_size=128)
+    detector = UFlowDetector(CNNFeatureTransformer(input_size=128), max_epochs=4, random_state=0, device="cpu")
+    detector.fit(data.train_images)
+    maps = detector.anomaly_maps(data.test_images)
+    assert pixel_roc_auc(data.test_masks, maps) > 0.8
+
+
+def test_command_line_main_job(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "sklearn_uflow.cli", "run", "-o", str(out), "--image-size", "64",
+         "--input-size", "64", "--max-epochs", "2", "--n-synthetic", "24"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "results.csv").read_text().count("\n") == 25
+    assert len(list(out.glob("*_overlay.png"))) == 24
+    assert "pixel ROC AUC" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "sklearn_uflow.cli", "run", str(tmp_path / "nope")],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "no such folder" in bad.stderr

@@ -1,0 +1,97 @@
+import pickle
+
+import numpy as np
+import pytest
+import timm
+import torch
+from skimage import data as skdata
+
+from sklearn_uflow import CNNFeatureTransformer, MSCaiTTransformer, split_features
+from sklearn_uflow.features import flatten_maps, lite0_imagenet_state_dict, make_feature_extractor
+from sklearn_uflow._images import check_images, images_to_tensor
+
+
+@pytest.mark.parametrize("image, classes", [(skdata.chelsea(), range(281, 286)), (skdata.coffee(), (504, 967, 968))])
+def test_lite0_weights_are_real_imagenet_weights(image, classes):
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model.load_state_dict(lite0_imagenet_state_dict(), strict=True)  # the same renaming, head kept
+    model.eval()
+    x = images_to_tensor(check_images(image[None]), 224, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
+    with torch.no_grad():
+        predicted = int(model(x).argmax())
+    assert predicted in classes
+
+
+def test_lite0_preset_shapes_and_rows():
+    X = np.random.default_rng(0).integers(0, 256, (3, 48, 40, 3), dtype=np.uint8)
+    step = CNNFeatureTransformer(input_size=64, device="cpu").fit(X)
+    assert step.feature_shapes_ == [(24, 16, 16), (40, 8, 8), (112, 4, 4)]
+    rows = step.transform(X)
+    assert rows.shape == (3, step.n_features_out_) and rows.dtype == np.float32
+    maps = split_features(rows, step.feature_shapes_)
+    for m, direct in zip(maps, step.extract(X)):
+        torch.testing.assert_close(m, direct)
+    np.testing.assert_array_equal(flatten_maps(maps), rows)
+    assert len(step.get_feature_names_out()) == rows.shape[1]
+    # deterministic, batch size does not matter
+    np.testing.assert_allclose(step.set_params(batch_size=1).transform(X), rows, rtol=1e-4, atol=1e-4)
+
+
+def test_grayscale_is_replicated():
+    gray = np.random.default_rng(1).random((2, 32, 32))
+    step = CNNFeatureTransformer(input_size=32, device="cpu").fit(gray)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    step_rgb = CNNFeatureTransformer(input_size=32, device="cpu").fit(rgb)
+    np.testing.assert_allclose(step.transform(gray), step_rgb.transform(rgb), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="channel"):
+        step.transform(rgb)
+
+
+@pytest.mark.parametrize("backbone, channels", [("resnet18", [64, 128, 256]), ("wide_resnet50_2", [256, 512, 1024])])
+def test_resnet_presets_shapes_untrained(backbone, channels):
+    X = np.zeros((1, 64, 64, 3), np.uint8)
+    step = CNNFeatureTransformer(backbone, weights="untrained", input_size=64, device="cpu").fit(X)
+    assert step.feature_shapes_ == [(c, 64 // s, 64 // s) for c, s in zip(channels, (4, 8, 16))]
+
+
+def test_mscait_shapes_untrained():
+    step = MSCaiTTransformer(weights="untrained", device="cpu").fit(np.zeros((1, 32, 32, 3), np.uint8))
+    assert step.feature_shapes_ == [(768, 28, 28), (384, 14, 14)]
+    fine, coarse = step.model_
+    assert len(fine.blocks) == 41 and len(coarse.blocks) == 21
+
+
+def test_missing_weights_fail_with_a_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    with pytest.raises(RuntimeError, match="Could not obtain the ImageNet weights.*weights=.*efficientnet_lite0"):
+        CNNFeatureTransformer("resnet18", input_size=32, device="cpu").fit(np.zeros((1, 32, 32, 3)))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        CNNFeatureTransformer("resnet18", weights=tmp_path / "none.pth", device="cpu").fit(np.zeros((1, 32, 32, 3)))
+    with pytest.raises(ValueError, match="cait_s24_224"):
+        MSCaiTTransformer(weights={"cait_m48_448": "x"}).fit(np.zeros((1, 32, 32, 3)))
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    source = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    step = CNNFeatureTransformer("resnet18", weights=path, input_size=32, device="cpu").fit(np.zeros((1, 32, 32, 3)))
+    torch.testing.assert_close(step.model_.state_dict()["layer1.0.conv1.weight"], source.layer1[0].conv1.weight)
+
+
+def test_presets_and_errors():
+    assert isinstance(make_feature_extractor("mscait"), MSCaiTTransformer)
+    assert make_feature_extractor("resnet18").backbone == "resnet18"
+    with pytest.raises(ValueError, match="extractor="):
+        make_feature_extractor("vgg")
+    with pytest.raises(ValueError, match="backbone="):
+        CNNFeatureTransformer("vgg").fit(np.zeros((1, 8, 8)))
+
+
+def test_pickle_round_trip_keeps_outputs():
+    X = np.random.default_rng(2).random((2, 32, 32, 3))
+    step = CNNFeatureTransformer(input_size=32, device="cpu").fit(X)
+    clone = pickle.loads(pickle.dumps(step))
+    np.testing.assert_array_equal(clone.transform(X), step.transform(X))
+    assert step.device == "cpu" and clone.device_.type == "cpu"

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from sklearn_uflow.flow import TrainingDivergedError, build_uflow, latent_shapes, train_flow
+
+TINY = [(4, 4, 4), (8, 2, 2)]
+
+
+def _inputs(shapes, n=3, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, *s, generator=g, dtype=dtype) for s in shapes]
+
+
+def _randomise(flow, seed=0):
+    """Random weights everywhere (the last convolutions start at zero)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in flow.parameters():
+            if p.requires_grad:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return flow
+
+
+def test_latent_shapes_split_half_and_upsample():
+    assert latent_shapes([(24, 64, 64), (40, 32, 32), (112, 16, 16)]) == [(30, 64, 64), (30, 32, 32), (56, 16, 16)]
+    assert latent_shapes([(768, 28, 28), (384, 14, 14)]) == [(816, 28, 28), (192, 14, 14)]
+    # the flow is dimension-preserving
+    shapes = [(24, 64, 64), (40, 32, 32), (112, 16, 16)]
+    assert sum(np.prod(s) for s in latent_shapes(shapes)) == sum(np.prod(s) for s in shapes)
+
+
+def test_flow_is_invertible():
+    flow = _randomise(build_uflow(TINY, n_steps=2).double())
+    x = _inputs(TINY)
+    flow.standardize_with(x)
+    z, log_det = flow(x)
+    assert [tuple(t.shape[1:]) for t in z] == latent_shapes(TINY)
+    x_back, log_det_back = flow(z, rev=True)
+    for a, b in zip(x, x_back):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(log_det_back, -log_det, rtol=1e-9, atol=1e-9)
+
+
+def test_log_determinant_matches_brute_force_jacobian():
+    flow = _randomise(build_uflow(TINY, n_steps=2).double(), seed=1)
+    x = _inputs(TINY, n=1, seed=2)
+    flow.standardize_with(_inputs(TINY, n=5, seed=3))
+    sizes = [int(np.prod(s)) for s in TINY]
+
+    def flat(v):
+        parts = torch.split(v, sizes)
+        z, _ = flow([p.reshape(1, *s) for p, s in zip(parts, TINY)])
+        return torch.cat([t.reshape(-1) for t in z])
+
+    vector = torch.cat([t.reshape(-1) for t in x])
+    jacobian = torch.autograd.functional.jacobian(flat, vector)
+    _, expected = torch.linalg.slogdet(jacobian)
+    _, log_det = flow(x)
+    torch.testing.assert_close(log_det[0], expected, rtol=1e-8, atol=1e-8)
+
+
+def test_seed_fixes_the_model():
+    a, b, c = (build_uflow(TINY, seed=s).state_dict() for s in (7, 7, 8))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_incompatible_shapes_are_refused():
+    with pytest.raises(ValueError, match="twice the height"):
+        build_uflow([(4, 8, 8), (8, 3, 3)])
+
+
+def test_training_lowers_the_loss_and_detects_divergence():
+    flow = build_uflow(TINY, n_steps=2)
+    train = [2 + 3 * t.float() for t in _inputs(TINY, n=16)]
+    val = [2 + 3 * t.float() for t in _inputs(TINY, n=4, seed=5)]
+    flow.standardize_with(train)
+    history = train_flow(flow, train, val, max_epochs=8, batch_size=4, learning_rate=1e-2, weight_decay=0,
+                         n_iter_no_change=8, tol=0, device="cpu", seed=0)
+    assert history["train_bpd"][-1] < history["train_bpd"][0]
+    assert 1 <= history["best_epoch"] <= 8
+    bad = [t.clone() for t in train]
+    bad[0][0, 0, 0, 0] = float("nan")
+    with pytest.raises(TrainingDivergedError, match="learning_rate"):
+        train_flow(build_uflow(TINY, n_steps=2), bad, None, max_epochs=1, batch_size=4, learning_rate=1e-2,
+                   weight_decay=0, n_iter_no_change=1, tol=0, device="cpu", seed=0)

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+
+from sklearn_uflow._images import check_images, images_to_tensor
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.zeros((2, 4)), "2 dimension"),
+        (np.zeros((2, 4, 4, 4, 1)), "5 dimension"),
+        (np.zeros((0, 4, 4)), "no images"),
+        (np.zeros((1, 4, 4, 2)), "1 \\(grayscale\\) or 3"),
+        (np.full((1, 4, 4), np.nan), "NaN or infinite"),
+        (np.full((1, 4, 4), np.inf), "NaN or infinite"),
+        (np.full((1, 4, 4), -0.5), "must lie in \\[0, 1\\]"),
+        (np.full((1, 4, 4), 200.0), "divide by 255"),
+        (np.full((1, 4, 4), 300, dtype=np.int32), "8-bit values"),
+        (np.zeros((1, 4, 4), dtype=bool), "boolean"),
+        (np.array([[["a"]]], dtype=object), "dtype object"),
+        ([np.zeros((4, 4)), np.zeros((5, 5))], "share height and width"),
+    ],
+)
+def test_bad_images_raise_clear_errors(X, match):
+    with pytest.raises(ValueError, match=match):
+        check_images(X)
+
+
+def test_contract_scales_and_shapes():
+    gray = check_images(np.full((2, 3, 5), 255, dtype=np.uint8))
+    assert gray.shape == (2, 3, 5, 1) and gray.dtype == np.float32 and gray.max() == 1.0
+    rgb = check_images([np.zeros((3, 5, 3)), np.ones((3, 5, 3))])
+    assert rgb.shape == (2, 3, 5, 3)
+    assert check_images(np.zeros((1, 4, 4), np.float16)).dtype == np.float32
+    assert check_images(torch.zeros(1, 4, 4, dtype=torch.bfloat16)).shape == (1, 4, 4, 1)
+
+
+def test_fit_shape_is_enforced():
+    with pytest.raises(ValueError, match="fitted on images with 3"):
+        check_images(np.zeros((1, 4, 4)), n_channels=3)
+    with pytest.raises(ValueError, match="fitted on 8x8"):
+        check_images(np.zeros((1, 4, 4)), image_size=(8, 8))
+
+
+def test_images_to_tensor_replicates_gray_and_normalises():
+    x = images_to_tensor(np.full((1, 8, 8, 1), 0.5, np.float32), 4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert x.shape == (1, 3, 4, 4)
+    torch.testing.assert_close(x, torch.zeros_like(x))
