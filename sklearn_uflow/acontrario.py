@@ -35,6 +35,8 @@ __all__ = [
     "log10_nfa_ceiling",
     "component_tree",
     "significant_regions",
+    "NullModel",
+    "fit_null",
     "log_nfa_maps",
 ]
 
@@ -154,7 +156,10 @@ def log10_number_of_tests(region_size, scale_pixels, total_pixels):
 def log10_nfa_ceiling(scale_pixels):
     """The largest log10 NFA reported: that of a single pixel with no
     evidence at all (PFA = 1) at the largest scale. Pixels in no selected
-    region carry it; no region reports more."""
+    region carry it, and no region reports more.
+
+    ``scale_pixels``: the pixel counts (or independent units) of the scales.
+    """
     return float(log10_number_of_tests(1, max(scale_pixels), sum(scale_pixels)))
 
 
@@ -279,7 +284,103 @@ def component_tree(u):
     return ComponentTree(values[node_pixel], node_parent, area, owner, pre, start, end)
 
 
-def significant_regions(u, df, total_pixels=None):
+class NullModel(NamedTuple):
+    """What normal latents look like at one scale.
+
+    ``u = sum_k z_k^2`` follows ``scale * chi2(dof)`` at each pixel up to
+    ``tail_start``; beyond it, its survival function decays exponentially
+    with mean excess ``tail_scale`` (a peaks-over-threshold tail; ``inf``
+    for none). Pixels closer than the correlation ``area`` (in pixels) are
+    dependent: a region of ``|R|`` pixels counts as ``max(|R| / area, 1)``
+    independent observations. The theory of a perfect flow is
+    ``NullModel(1, C, 1, inf, 0)``.
+    """
+
+    scale: float
+    dof: float
+    area: float
+    tail_start: float = np.inf
+    tail_scale: float = 0.0
+
+    @classmethod
+    def theory(cls, channels):
+        """i.i.d. N(0, 1) latents with ``channels`` channels."""
+        return cls(1.0, float(channels), 1.0)
+
+    def log10_sf(self, u):
+        """``log10 P(U >= u)`` under this model."""
+        u = np.asarray(u, dtype=np.float64)
+        body = log10_chi2_sf(np.minimum(u, self.tail_start) / self.scale, self.dof)
+        if not np.isfinite(self.tail_start):
+            return body
+        excess = np.maximum(u - self.tail_start, 0.0)
+        return body - excess / (self.tail_scale * _LN10)
+
+
+def _correlation_area(u):
+    """Integral of the spatial autocorrelation of ``u`` (``(n, H, W)``) over
+    the lags, within a quarter of the map, where it stands clear of the
+    estimate's noise: the area over which pixels are dependent."""
+    n, height, width = u.shape
+    centred = u - u.mean(axis=(1, 2), keepdims=True)
+    spectrum = np.fft.rfft2(centred, s=(2 * height, 2 * width))
+    correlation = np.fft.irfft2(np.abs(spectrum) ** 2, s=(2 * height, 2 * width)).sum(0)
+    if correlation[0, 0] <= 0:
+        return 1.0
+    correlation /= correlation[0, 0]
+    rows = np.r_[0 : max(height // 4, 1), -max(height // 4, 1) + 1 : 0]
+    cols = np.r_[0 : max(width // 4, 1), -max(width // 4, 1) + 1 : 0]
+    window = correlation[np.ix_(rows % (2 * height), cols % (2 * width))]
+    noise = 3.0 / np.sqrt(u.size)  # ~3 standard errors of a null correlation
+    return float(max(window[window > noise].sum(), 1.0))
+
+
+def fit_null(latents):
+    """Estimate the null model of each scale from latents of normal images.
+
+    A trained flow does not make latents exactly i.i.d. N(0, 1): channels
+    of a pixel stay correlated, which inflates the variance of ``u``, and
+    neighbouring pixels stay dependent. Matching the first two moments of
+    ``u`` by ``scale * chi2(dof)`` (Satterthwaite's approximation) and
+    measuring the correlation area from the autocorrelation keeps the a
+    contrario test's form with the dependence the data show.
+
+    Parameters
+    ----------
+    latents : list of torch.Tensor or ndarray of shape (n, C, H, W)
+        Latents of held-out normal images, one entry per scale.
+
+    Returns
+    -------
+    null : list of NullModel
+        One per scale.
+    """
+    null = []
+    for z in latents:
+        u = _squared_norms(z)
+        mean, var = float(u.mean()), float(u.var())
+        if not var > 0:
+            null.append(NullModel.theory(z.shape[1]))
+            continue
+        # The moments fit the bulk; the extreme tail, which decides the
+        # false alarms, is heavier: model it beyond the 99th percentile by
+        # the exponential decay of the observed excesses, but never lighter
+        # than the scaled chi-square's own tail.
+        scale, dof = var / (2 * mean), 2 * mean**2 / var
+        start = float(np.quantile(u, 0.99))
+        excess = u[u > start] - start
+        tail_scale = max(float(excess.mean()) if excess.size else 0.0, 2 * scale)
+        null.append(NullModel(scale, dof, _correlation_area(u), start, tail_scale))
+    return null
+
+
+def _squared_norms(z):
+    if torch.is_tensor(z):
+        return z.double().pow(2).sum(1).cpu().numpy()
+    return np.square(np.asarray(z, np.float64)).sum(1)
+
+
+def significant_regions(u, df, total_pixels=None, null=None):
     """Most significant regions of one scale and their ``log10 NFA``.
 
     Parameters
@@ -291,13 +392,18 @@ def significant_regions(u, df, total_pixels=None):
     total_pixels : int, default=None
         Pixels of all scales together (for the number of tests); default
         this scale's.
+    null : NullModel, default=None
+        The law of ``u`` under normality; default ``NullModel.theory(df)``.
+        Region sizes and pixel counts are then counted in independent
+        units of ``null.area`` pixels.
 
     Returns
     -------
     labels : ndarray of int64, shape (H, W)
         0 outside the selected regions, ``k + 1`` inside region ``k``.
     log_nfa : ndarray of float64, shape (n_regions,)
-        ``log10 N_T(|R|) + |R| * log10 P(chi2_C >= min_R u)`` of each region.
+        ``log10 N_T(|R|) + |R| * log10 P(chi2_C >= min_R u)`` of each region
+        (with a null model: ``|R|`` in units of its area, ``chi2`` scaled).
 
     Notes
     -----
@@ -319,9 +425,13 @@ def significant_regions(u, df, total_pixels=None):
     tree = component_tree(u)
     n_nodes = len(tree.level)
     pre, start, end = tree.preorder, tree.start, tree.end
-    pixels = int(np.size(u))
-    log_nfa = log10_number_of_tests(tree.area, pixels, total_pixels or pixels)
-    log_nfa += tree.area * log10_chi2_sf(tree.level, df)
+    null = null or NullModel.theory(df)
+    pixels = np.size(u)
+    observations = np.maximum(tree.area / null.area, 1.0)
+    # Positions are counted in pixels, shapes in independent units: shapes
+    # that differ below the correlation scale are the same test.
+    log_nfa = log10_number_of_tests(observations, pixels, total_pixels or pixels)
+    log_nfa += observations * null.log10_sf(tree.level)
 
     root = tree.root
     n_children = np.bincount(tree.parent[np.arange(n_nodes) != root], minlength=n_nodes)
@@ -352,18 +462,18 @@ def _nearest_resize(image, size):
     return image[np.ix_(rows, cols)]
 
 
-def _image_log_nfa(squared_norms, channels, size):
+def _image_log_nfa(squared_norms, null, size):
     """log10 NFA map of one image from its per-scale ``u`` maps."""
     pixels = [u.size for u in squared_norms]
     merged = np.full(size, log10_nfa_ceiling(pixels))
-    for u, df in zip(squared_norms, channels):
-        labels, log_nfa = significant_regions(u, df, sum(pixels))
+    for u, model in zip(squared_norms, null):
+        labels, log_nfa = significant_regions(u, None, sum(pixels), model)
         scale_map = np.concatenate(([np.inf], log_nfa))[labels]
         np.minimum(merged, _nearest_resize(scale_map, size), out=merged)
     return merged
 
 
-def log_nfa_maps(latents, size=None, n_jobs=None):
+def log_nfa_maps(latents, size=None, n_jobs=None, null=None):
     """log10 NFA maps of a batch from its per-scale latents.
 
     Each scale's selected regions carry their log10 NFA; the scales are
@@ -378,6 +488,9 @@ def log_nfa_maps(latents, size=None, n_jobs=None):
         Output ``(H, W)``; default the finest scale's size.
     n_jobs : int, default=None
         Images processed in parallel by joblib.
+    null : list of NullModel, default=None
+        The null model of each scale (:func:`fit_null`); default the theory
+        of i.i.d. N(0, 1) latents.
 
     Returns
     -------
@@ -385,13 +498,10 @@ def log_nfa_maps(latents, size=None, n_jobs=None):
         Pixels outside every selected region carry
         :func:`log10_nfa_ceiling`, and no pixel carries more.
     """
-    squared = [
-        (z.double().pow(2).sum(1).cpu().numpy() if torch.is_tensor(z) else np.square(np.asarray(z, np.float64)).sum(1))
-        for z in latents
-    ]
-    channels = [int(z.shape[1]) for z in latents]
+    squared = [_squared_norms(z) for z in latents]
+    null = null or [NullModel.theory(z.shape[1]) for z in latents]
     size = tuple(int(v) for v in (size if size is not None else squared[0].shape[1:]))
-    jobs = [([s[i] for s in squared], channels, size) for i in range(len(squared[0]))]
+    jobs = [([s[i] for s in squared], null, size) for i in range(len(squared[0]))]
     if n_jobs in (None, 1):
         return np.stack([_image_log_nfa(*job) for job in jobs])
     return np.stack(Parallel(n_jobs=n_jobs)(delayed(_image_log_nfa)(*job) for job in jobs))
@@ -415,6 +525,11 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         per image under normality.
     output_size : tuple of int, default=None
         ``(H, W)`` of the output maps; default the finest scale's size.
+    null : {"theory", "fit"}, default="theory"
+        The law of normal latents. ``"theory"``: i.i.d. N(0, 1), the
+        assumption of a perfect flow. ``"fit"``: estimated by
+        :func:`fit_null` from the rows given to ``fit``, which must then be
+        latents of normal images.
     n_jobs : int, default=None
         Images processed in parallel by joblib.
 
@@ -422,6 +537,8 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
     ----------
     latent_shapes_ : list of tuple of int
         The scales' shapes used.
+    null_ : list of NullModel
+        The null model of each scale.
     output_size_ : tuple of int
         ``(H, W)`` of the output maps.
     log_nfa_ceiling_ : float
@@ -441,19 +558,20 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
     array([False,  True])
     """
 
-    def __init__(self, latent_shapes=None, *, epsilon=1.0, output_size=None, n_jobs=None):
+    def __init__(self, latent_shapes=None, *, epsilon=1.0, output_size=None, null="theory", n_jobs=None):
         self.latent_shapes = latent_shapes
         self.epsilon = epsilon
         self.output_size = output_size
+        self.null = null
         self.n_jobs = n_jobs
 
     def fit(self, X, y=None):
-        """Record the shapes; the test is fixed by theory, nothing is learned.
+        """Record the shapes, and with ``null="fit"`` estimate the null model.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Latent rows.
+            Latent rows (of normal images, for ``null="fit"``).
         y : None
             Ignored.
 
@@ -469,8 +587,16 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         if sum(int(np.prod(s)) for s in shapes) != X.shape[1]:
             raise ValueError(f"latent_shapes {shapes} describe {sum(int(np.prod(s)) for s in shapes)} values "
                              f"per row, but X has {X.shape[1]} columns.")
+        if self.null not in ("theory", "fit"):
+            raise ValueError(f"null must be 'theory' or 'fit', got {self.null!r}.")
         self.latent_shapes_ = shapes
         self.output_size_ = tuple(self.output_size) if self.output_size is not None else shapes[0][1:]
+        if self.null == "fit":
+            from .features import split_features
+
+            self.null_ = fit_null(split_features(X, shapes))
+        else:
+            self.null_ = [NullModel.theory(c) for c, _, _ in shapes]
         self.log_nfa_ceiling_ = log10_nfa_ceiling([h * w for _, h, w in shapes])
         return self
 
@@ -483,7 +609,7 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
 
     def log_nfa_maps(self, X):
         """log10 NFA maps, shape (n_samples, H, W)."""
-        return log_nfa_maps(self._latents(X), self.output_size_, self.n_jobs)
+        return log_nfa_maps(self._latents(X), self.output_size_, self.n_jobs, self.null_)
 
     def transform(self, X):
         """log10 NFA maps flattened: shape (n_samples, H * W)."""

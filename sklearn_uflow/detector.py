@@ -11,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._images import as_image_array, check_images
 from ._torch_utils import resolve_device, seed_from
-from .acontrario import log10_nfa_ceiling, log_nfa_maps
+from .acontrario import NullModel, fit_null, log10_nfa_ceiling, log_nfa_maps
 from .features import BaseFeatureExtractor, _TorchStateMixin, make_feature_extractor
 from .flow import build_uflow, latent_shapes, train_flow
 from .scoring import anomaly_map
@@ -84,6 +84,14 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         setting ``offset_`` at that percentile of their scores.
     epsilon : float, default=1.0
         NFA threshold for masks and for ``contamination="auto"``.
+    nfa_null : {"validation", "theory"}, default="validation"
+        The law of the latents of normal images that the NFA is computed
+        against. ``"theory"``: i.i.d. N(0, 1), as the paper assumes of a
+        perfect flow. ``"validation"``: the scaled chi-square law and
+        spatial correlation measured on the held-out normal images
+        (:func:`~sklearn_uflow.acontrario.fit_null`); a trained flow leaves
+        channels and neighbouring pixels dependent, and the theory then
+        flags regions in normal images.
     device : str, default="auto"
         ``"auto"``, ``"cpu"``, ``"cuda"``; resolved into ``device_``.
     random_state : int, RandomState instance or None, default=None
@@ -108,6 +116,8 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         Channels of the training images.
     offset_ : float
         ``decision_function = score_samples - offset_``.
+    null_ : list of NullModel
+        The law of normal latents per scale that the NFA is computed against.
     log_nfa_ceiling_ : float
         The log10 NFA of pixels in no significant region (the largest).
     history_ : dict
@@ -157,8 +167,8 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
 
     def __init__(self, extractor="mscait", *, n_flow_steps=4, affine_clamp=2.0, max_epochs=20,
                  batch_size=4, learning_rate=5e-3, weight_decay=0.0, validation_fraction=0.1,
-                 n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, device="auto",
-                 random_state=None, verbose=0, n_jobs=None):
+                 n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, nfa_null="validation",
+                 device="auto", random_state=None, verbose=0, n_jobs=None):
         self.extractor = extractor
         self.n_flow_steps = n_flow_steps
         self.affine_clamp = affine_clamp
@@ -171,6 +181,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         self.tol = tol
         self.contamination = contamination
         self.epsilon = epsilon
+        self.nfa_null = nfa_null
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -184,6 +195,11 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             isinstance(self.contamination, numbers.Real) and 0 < self.contamination <= 0.5
         ):
             raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}.")
+        if self.nfa_null not in ("validation", "theory"):
+            raise ValueError(f"nfa_null must be 'validation' or 'theory', got {self.nfa_null!r}.")
+        if self.nfa_null == "validation" and not self.validation_fraction:
+            raise ValueError("nfa_null='validation' needs held-out images: set validation_fraction > 0, "
+                             "or use nfa_null='theory'.")
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
         for name in ("max_epochs", "batch_size", "n_flow_steps", "n_iter_no_change"):
@@ -231,7 +247,6 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         self.latent_shapes_ = latent_shapes(self.feature_shapes_)
         self.image_size_ = tuple(images.shape[1:3])
         self.n_channels_ = images.shape[-1]
-        self.log_nfa_ceiling_ = log10_nfa_ceiling([h * w for _, h, w in self.latent_shapes_])
 
         seed = seed_from(rng)
         flow = build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp, seed=seed)
@@ -246,6 +261,13 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             device=self.device_, seed=seed, verbose=self.verbose,
         )
         self.flow_.requires_grad_(False)
+        if self.nfa_null == "validation":
+            with torch.inference_mode():
+                latents, _ = self.flow_([f[val_index].to(self.device_) for f in features])
+            self.null_ = fit_null(latents)
+        else:
+            self.null_ = [NullModel.theory(c) for c, _, _ in self.latent_shapes_]
+        self.log_nfa_ceiling_ = log10_nfa_ceiling([h * w for _, h, w in self.latent_shapes_])
         if self.contamination == "auto":
             self.offset_ = float(np.log10(self.epsilon))
         else:
@@ -299,7 +321,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             ``log10(epsilon)``.
         """
         return np.concatenate([
-            log_nfa_maps(z, self.image_size_, n_jobs=self.n_jobs) for z in self._latent_batches(X)
+            log_nfa_maps(z, self.image_size_, n_jobs=self.n_jobs, null=self.null_) for z in self._latent_batches(X)
         ])
 
     def predict_masks(self, X):

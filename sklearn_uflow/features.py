@@ -9,6 +9,7 @@ fitted ``feature_shapes_``. Inside the library the tensors are passed directly
 """
 
 import copy
+import numbers
 import os
 import re
 import warnings
@@ -229,16 +230,26 @@ class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "model_")
         images = check_images(X, n_channels=self.n_channels_)
-        batches = range(0, len(images), self.batch_size)
+        batch_size = self._batch_size()
+        batches = range(0, len(images), batch_size)
         if self.verbose:
             batches = tqdm(batches, desc=f"{type(self).__name__}", unit="batch")
         outputs = []
         with torch.inference_mode():
             for start in batches:
-                x = images_to_tensor(images[start : start + self.batch_size], self._input_size,
+                x = images_to_tensor(images[start : start + batch_size], self._input_size,
                                      self._mean, self._std, self.device_)
                 outputs.append([m.float().cpu().contiguous() for m in self._forward(x)])
         return [torch.cat(scale) for scale in zip(*outputs)]
+
+    def _batch_size(self):
+        if self.batch_size == "auto":
+            # Measured on a 2-core CPU: tiny batches stay in cache and run
+            # fastest (Lite0 at 256x256: 9 ms/image with 2, 20 with 8).
+            return 32 if self.device_.type == "cuda" else 2
+        if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}.")
+        return int(self.batch_size)
 
     def transform(self, X):
         """Flattened multi-scale features, one row per image.
@@ -289,8 +300,9 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         shapes and wiring - the features are meaningless.
     input_size : int, default=256
         Images are resized to ``input_size x input_size`` before the backbone.
-    batch_size : int, default=8
-        Images per forward pass (small batches stay in the CPU cache).
+    batch_size : int or "auto", default="auto"
+        Images per forward pass. ``"auto"``: 2 on a CPU (small batches stay
+        in the cache and run fastest), 32 on a GPU.
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or
         ``"cuda:N"``. Resolved into ``device_`` at fit time.
@@ -325,7 +337,7 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
     """
 
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256,
-                 batch_size=8, device="auto", verbose=0):
+                 batch_size="auto", device="auto", verbose=0):
         self.backbone = backbone
         self.weights = weights
         self.input_size = input_size
@@ -392,8 +404,8 @@ class MSCaiTTransformer(BaseFeatureExtractor):
         checkpoints. ``"untrained"``: random weights, only for testing shapes
         and wiring. Without internet or files, ``fit`` raises an error that
         says how to provide them.
-    batch_size : int, default=4
-        Images per forward pass.
+    batch_size : int or "auto", default="auto"
+        Images per forward pass; ``"auto"``: 2 on a CPU, 32 on a GPU.
     device : str, default="auto"
         As in :class:`CNNFeatureTransformer`.
     verbose : int, default=0
@@ -415,7 +427,7 @@ class MSCaiTTransformer(BaseFeatureExtractor):
     _mean, _std = IMAGENET_MEAN, IMAGENET_STD
     _models = (("cait_m48_448", 41), ("cait_s24_224", 21))
 
-    def __init__(self, *, weights="imagenet", batch_size=4, device="auto", verbose=0):
+    def __init__(self, *, weights="imagenet", batch_size="auto", device="auto", verbose=0):
         self.weights = weights
         self.batch_size = batch_size
         self.device = device

@@ -8,9 +8,11 @@ from scipy import ndimage, stats
 
 from sklearn_uflow import ACotrarioSegmenter
 from sklearn_uflow.acontrario import (
+    NullModel,
     POLYOMINO_ALPHA,
     POLYOMINO_BETA,
     component_tree,
+    fit_null,
     log10_chi2_sf,
     log10_nfa_ceiling,
     log10_number_of_tests,
@@ -267,3 +269,42 @@ def test_segmenter_rejects_wrong_shapes():
         ACotrarioSegmenter(latent_shapes=[(2, 3, 3)]).fit(np.zeros((2, 10)))
     with pytest.raises(ValueError, match="epsilon"):
         ACotrarioSegmenter(epsilon=0).fit(np.zeros((2, 10)))
+
+
+# ----------------------------------------------------------- fitted null model
+def _correlated_latents(n, rng, channels=16, size=32):
+    """Latents that a real flow leaves: channels mixed, neighbours smoothed."""
+    z = rng.standard_normal((n, channels, size, size))
+    z = ndimage.gaussian_filter(z, sigma=(0, 0, 1.5, 1.5)) * 3.0
+    mixing = np.eye(channels) + 0.5
+    return np.einsum("dc,nchw->ndhw", mixing / np.sqrt((mixing**2).sum(1, keepdims=True)), z)
+
+
+def test_fit_null_recovers_the_theory_on_iid_latents():
+    rng = np.random.default_rng(4)
+    (model,) = fit_null([rng.standard_normal((20, 30, 32, 32))])
+    assert model.scale == pytest.approx(1, abs=0.03)
+    assert model.dof == pytest.approx(30, rel=0.03)
+    assert model.area == pytest.approx(1, abs=0.3)
+
+
+def test_fitted_null_controls_false_alarms_of_dependent_latents():
+    rng = np.random.default_rng(5)
+    null = fit_null([_correlated_latents(20, rng)])
+    assert null[0].area > 5 and null[0].dof < 16
+    fresh = [_correlated_latents(30, rng)]
+    theory = (log_nfa_maps(fresh) <= 0).any(axis=(1, 2))
+    fitted = (log_nfa_maps(fresh, null=null) <= 0).any(axis=(1, 2))
+    assert theory.mean() > 0.5  # the i.i.d. theory flags most normal images
+    assert fitted.mean() <= 0.1
+    # and a real anomaly is still found
+    fresh[0][:5, :, 10:18, 10:18] += 3.0
+    assert (log_nfa_maps(fresh, null=null)[:5] <= 0).any(axis=(1, 2)).all()
+
+
+def test_segmenter_fits_the_null_from_normal_rows():
+    rng = np.random.default_rng(6)
+    normal = _correlated_latents(10, rng).reshape(10, -1)
+    seg = ACotrarioSegmenter(latent_shapes=[(16, 32, 32)], null="fit").fit(normal)
+    assert seg.null_[0].area > 5
+    assert ACotrarioSegmenter(latent_shapes=[(16, 32, 32)]).fit(normal).null_[0] == NullModel.theory(16)
