@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 import torch
+from scipy import sparse
 from torch.nn import functional as F
 
 __all__ = ["as_image_array", "check_images", "images_to_tensor", "resize_maps"]
@@ -36,6 +37,8 @@ def as_image_array(X, *, n_channels=None, image_size=None, name="X"):
                 f"{_describe_sizes(shapes)}. Resize them first (load_anomaly_folder(..., "
                 "image_size=...) does this for folders)."
             )
+    if sparse.issparse(X):
+        raise ValueError(f"{name}: sparse input is not supported; images are dense arrays.")
     if torch.is_tensor(X):
         X = X.detach().cpu()
         X = (X.float() if X.dtype == torch.bfloat16 else X).numpy()
@@ -44,6 +47,8 @@ def as_image_array(X, *, n_channels=None, image_size=None, name="X"):
     except ValueError as exc:  # ragged nested lists
         raise ValueError(f"{name}: could not read the images as one array ({exc}).") from None
 
+    if np.iscomplexobj(X):
+        raise ValueError(f"{name}: Complex data not supported; images are real-valued.")
     if X.dtype == object:
         raise ValueError(
             f"{name}: images must be a numeric array, got dtype object (mixed sizes or "
@@ -56,6 +61,10 @@ def as_image_array(X, *, n_channels=None, image_size=None, name="X"):
         )
     if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
         raise ValueError(f"{name}: unsupported image dtype {X.dtype}; use uint8 or float in [0, 1].")
+    if X.size and not np.issubdtype(X.dtype, np.unsignedinteger) and X.min() < 0:
+        raise ValueError(
+            f"{name}: Negative values in data; pixel values are uint8 in [0, 255] or float in [0, 1]."
+        )
     if X.ndim == 3:
         X = X[..., np.newaxis]
     if X.ndim != 4:

@@ -244,7 +244,7 @@ def component_tree(u):
     Parameters
     ----------
     u : ndarray of shape (H, W)
-        The map.
+        The map, at least 3x3 (skimage's ``max_tree`` needs it).
 
     Returns
     -------
@@ -422,11 +422,17 @@ def significant_regions(u, df, total_pixels=None, null=None):
     is prefix sums and range-minimum queries: no recursion and no Python loop
     over nodes.
     """
+    u = np.asarray(u, dtype=np.float64)
+    pixels = u.size
+    margin = 2 if min(u.shape) < 3 else 0
+    if margin:
+        # skimage's max_tree needs 3 pixels a side: frame the map with a
+        # level below all others, which only adds pixels to the root.
+        u = np.pad(u, margin, constant_values=u.min() - 1)
     tree = component_tree(u)
     n_nodes = len(tree.level)
     pre, start, end = tree.preorder, tree.start, tree.end
     null = null or NullModel.theory(df)
-    pixels = np.size(u)
     observations = np.maximum(tree.area / null.area, 1.0)
     # Positions are counted in pixels, shapes in independent units: shapes
     # that differ below the correlation scale are the same test.
@@ -451,7 +457,10 @@ def significant_regions(u, df, total_pixels=None, null=None):
     np.add.at(marks, end[best], -region)
     node_label = np.empty(n_nodes, np.int64)
     node_label[pre] = np.cumsum(marks[:-1])
-    return node_label[tree.owner].reshape(np.shape(u)), log_nfa[best]
+    labels = node_label[tree.owner].reshape(u.shape)
+    if margin:
+        labels = labels[margin:-margin, margin:-margin]
+    return labels, log_nfa[best]
 
 
 def _nearest_resize(image, size):

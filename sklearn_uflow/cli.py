@@ -1,10 +1,16 @@
-"""Command line: ``sklearn-uflow run`` fits on good images and writes results.
+"""Command line: ``sklearn-uflow`` with ``fit``, ``predict``, ``evaluate`` and ``run``.
 
-``sklearn-uflow run [FOLDER] -o OUT`` fits a detector on ``FOLDER/train/good``
-(an MVTec-layout folder) or, without ``FOLDER``, on synthetic
-:func:`~sklearn_uflow.datasets.make_defects` images; then it writes, for
-every test image, the anomaly map, the mask and an overlay as PNG files, and
-a ``results.csv`` with the image scores and decisions.
+* ``sklearn-uflow fit GOOD_DIR -o MODEL`` fits a detector on a folder of
+  defect-free images and writes a safe model file;
+* ``sklearn-uflow predict MODEL IMAGE_OR_DIR... -o OUT`` writes, per image,
+  the anomaly map, the mask and an overlay as PNG files, and ``results.csv``
+  (score, decision, smallest log10 NFA, number of regions);
+* ``sklearn-uflow evaluate MODEL DATASET_DIR`` prints the metric table on an
+  MVTec-layout folder;
+* ``sklearn-uflow run [FOLDER] -o OUT`` does all three on an MVTec-layout
+  folder, or on synthetic images without one.
+
+Exit code 0 on success; on bad input, 2 and a one-line reason.
 """
 
 import argparse
@@ -18,88 +24,221 @@ import numpy as np
 __all__ = ["main"]
 
 
+class CommandError(Exception):
+    """A problem with the command's input, reported in one line."""
+
+
 def _save_png(array, path):
     from PIL import Image
 
     Image.fromarray(array).save(path)
 
 
-def run(args):
-    from . import CNNFeatureTransformer, MSCaiTTransformer, UFlowDetector
-    from .datasets import load_anomaly_folder, make_defects
-    from .metrics import aupro, image_roc_auc, mean_iou, pixel_roc_auc
+def _image_files(paths):
+    from .datasets import IMAGE_EXTENSIONS
+
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CommandError(f"no such file or folder: {path}")
+    if not files:
+        raise CommandError(f"no images found in {', '.join(map(str, paths))}")
+    return files
+
+
+def _read_images(files, image_size, color):
+    from .datasets import read_image
+
+    return np.stack([read_image(f, color=color, image_size=image_size) for f in files])
+
+
+def _make_extractor(args):
+    from . import CNNFeatureTransformer, MSCaiTTransformer
+
+    if args.extractor == "mscait":
+        return MSCaiTTransformer()
+    return CNNFeatureTransformer(args.extractor, input_size=args.input_size)
+
+
+def _fit(train, args):
+    from . import UFlowDetector
+
+    detector = UFlowDetector(_make_extractor(args), max_epochs=args.max_epochs, batch_size=args.batch_size,
+                             learning_rate=args.learning_rate, epsilon=args.epsilon, device=args.device,
+                             random_state=args.seed, verbose=int(not args.quiet))
+    start = time.perf_counter()
+    detector.fit(train)
+    history = detector.history_
+    best = min(history.get("val_bpd") or history["train_bpd"])
+    print(f"fitted on {len(train)} images in {time.perf_counter() - start:.1f} s; best epoch "
+          f"{history['best_epoch']} of {len(history['train_bpd'])}, validation loss {best:.4f} bits/dim")
+    return detector
+
+
+def _write_predictions(detector, images, names, out, epsilon, originals=None):
+    from skimage.measure import label
+
     from .plotting import heatmap, overlay
+
+    out.mkdir(parents=True, exist_ok=True)
+    maps = detector.anomaly_maps(images)
+    log_nfa = detector.log_nfa_maps(images)
+    threshold = np.log10(epsilon)
+    rows = []
+    for i, name in enumerate(names):
+        mask = log_nfa[i] <= threshold
+        _save_png(heatmap(maps[i]), out / f"{name}_map.png")
+        _save_png(mask.astype(np.uint8) * 255, out / f"{name}_mask.png")
+        _save_png(overlay(images[i], maps[i], mask), out / f"{name}_overlay.png")
+        rows.append([name, f"{maps[i].max():.6f}", "anomalous" if mask.any() else "normal",
+                     f"{log_nfa[i].min():.3f}", int(label(mask, connectivity=1).max())])
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "max_anomaly_score", "decision", "min_log10_nfa", "n_regions"])
+        writer.writerows(rows)
+    print(f"wrote {3 * len(names)} PNG files and results.csv to {out} "
+          f"({sum(r[2] == 'anomalous' for r in rows)} of {len(rows)} images anomalous at epsilon={epsilon:g})")
+    return maps, log_nfa
+
+
+def _metric_table(detector, images, masks, labels, epsilon):
+    from .metrics import aupro, image_roc_auc, mean_iou, pixel_roc_auc
+
+    maps = detector.anomaly_maps(images)
+    predicted = detector.log_nfa_maps(images) <= np.log10(epsilon)
+    good = labels == 0
+    table = [("images (good / defective)", f"{int(good.sum())} / {int((~good).sum())}")]
+    if masks.any() and not masks.all():
+        table += [("pixel ROC AUC", f"{pixel_roc_auc(masks, maps):.4f}"), ("AUPRO (FPR <= 0.3)", f"{aupro(masks, maps):.4f}")]
+    table.append((f"mIoU at epsilon={epsilon:g}", f"{mean_iou(masks, predicted):.4f}"))
+    if 0 < good.sum() < len(good):
+        table.append(("image ROC AUC (max of map)", f"{image_roc_auc(labels, maps.max(axis=(1, 2))):.4f}"))
+    if good.any():
+        table.append(("good images with a detection", f"{predicted[good].any(axis=(1, 2)).mean():.1%}"))
+    width = max(len(k) for k, _ in table)
+    for key, value in table:
+        print(f"{key:<{width}}  {value}")
+
+
+def cmd_fit(args):
+    files = _image_files([args.good_dir])
+    color = "gray" if args.gray else "rgb"
+    detector = _fit(_read_images(files, args.image_size, color), args)
+    detector.save(args.output)
+    print(f"model written to {args.output}")
+
+
+def _load(path):
+    from . import UFlowDetector
+
+    return UFlowDetector.load(path)
+
+
+def cmd_predict(args):
+    detector = _load(args.model)
+    files = _image_files(args.images)
+    color = "gray" if detector.n_channels_ == 1 else "rgb"
+    images = _read_images(files, detector.image_size_, color)
+    names = [f.stem for f in files]
+    if len(set(names)) < len(names):
+        names = [f"{i:05d}_{f.stem}" for i, f in enumerate(files)]
+    _write_predictions(detector, images, names, Path(args.output), args.epsilon or detector.epsilon)
+
+
+def cmd_evaluate(args):
+    from .datasets import load_anomaly_folder
+
+    detector = _load(args.model)
+    data = load_anomaly_folder(args.dataset_dir, image_size=detector.image_size_,
+                               color="gray" if detector.n_channels_ == 1 else "rgb")
+    if data.test_images is None:
+        raise CommandError(f"{args.dataset_dir} has no test images")
+    _metric_table(detector, data.test_images, data.test_masks, data.test_labels, args.epsilon or detector.epsilon)
+
+
+def cmd_run(args):
+    from .datasets import load_anomaly_folder, make_defects
 
     if args.folder is None:
         X, y, masks = make_defects(n_samples=args.n_synthetic, image_size=args.image_size, random_state=args.seed)
-        train, test, test_masks = X[y == 0][: len(X) // 4], X, masks
-        test_names = [f"synthetic_{i:03d}" for i in range(len(X))]
-        labels = y
+        train, test, test_masks, labels = X[y == 0][: len(X) // 4], X, masks, y
+        names = [f"synthetic_{i:03d}" for i in range(len(X))]
         print(f"synthetic data: {len(train)} good training images, {len(test)} test images")
     else:
         data = load_anomaly_folder(args.folder, image_size=args.image_size)
         train, test, test_masks, labels = data.train_images, data.test_images, data.test_masks, data.test_labels
-        test_names = [name.replace("/", "_").rsplit(".", 1)[0] for name in data.test_files]
+        names = [name.replace("/", "_").rsplit(".", 1)[0] for name in data.test_files]
         print(f"{args.folder}: {len(train)} good training images, {0 if test is None else len(test)} test images")
-    if args.extractor == "mscait":
-        extractor = MSCaiTTransformer()
-    else:
-        extractor = CNNFeatureTransformer(args.extractor, input_size=args.input_size)
-    detector = UFlowDetector(extractor, max_epochs=args.max_epochs, epsilon=args.epsilon, device=args.device,
-                             random_state=args.seed, verbose=1)
-    start = time.perf_counter()
-    detector.fit(train)
-    print(f"fitted in {time.perf_counter() - start:.1f} s (best epoch {detector.history_['best_epoch']}, "
-          f"validation {min(detector.history_.get('val_bpd') or detector.history_['train_bpd']):.4f} bits/dim)")
-    if test is None:
-        return 0
+    detector = _fit(train, args)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    maps = detector.anomaly_maps(test)
-    log_nfa = detector.log_nfa_maps(test)
-    predicted = log_nfa <= np.log10(args.epsilon)
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "max_anomaly_score", "min_log10_nfa", "anomalous"])
-        for name, image, amap, mask, nfa in zip(test_names, test, maps, predicted, log_nfa):
-            _save_png(heatmap(amap), out / f"{name}_map.png")
-            _save_png(mask.astype(np.uint8) * 255, out / f"{name}_mask.png")
-            _save_png(overlay(image, amap, mask), out / f"{name}_overlay.png")
-            writer.writerow([name, f"{amap.max():.6f}", f"{nfa.min():.3f}", int(mask.any())])
-    print(f"wrote {3 * len(test)} PNG files and results.csv to {out}")
-    if labels is not None and 0 < labels.sum() < len(labels):
-        print(f"pixel ROC AUC {pixel_roc_auc(test_masks, maps):.4f}  AUPRO {aupro(test_masks, maps):.4f}  "
-              f"image ROC AUC {image_roc_auc(labels, maps.max(axis=(1, 2))):.4f}  "
-              f"mIoU {mean_iou(test_masks, predicted):.4f}")
-    return 0
+    detector.save(out / "model.uflow")
+    if test is not None:
+        _write_predictions(detector, test, names, out, args.epsilon)
+        _metric_table(detector, test, test_masks, labels, args.epsilon)
+
+
+def _training_options(parser):
+    parser.add_argument("--extractor", default="efficientnet_lite0",
+                        choices=["efficientnet_lite0", "resnet18", "wide_resnet50_2", "mscait"],
+                        help="feature extractor (default: efficientnet_lite0, offline weights)")
+    parser.add_argument("--image-size", type=int, default=256, help="images are resized to this size (default 256)")
+    parser.add_argument("--input-size", type=int, default=256, help="backbone input size for CNNs (default 256)")
+    parser.add_argument("--max-epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=5e-3)
+    parser.add_argument("--epsilon", type=float, default=1.0,
+                        help="NFA threshold: expected false regions per normal image (default 1)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="sklearn-uflow", description="U-Flow anomaly detection and segmentation.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="fit on good images and write anomaly maps, masks and overlays")
+
+    p = sub.add_parser("fit", help="fit on a folder of good images and write a model file")
+    p.add_argument("good_dir", help="folder of defect-free images")
+    p.add_argument("-o", "--output", required=True, help="model file to write, e.g. model.uflow")
+    p.add_argument("--gray", action="store_true", help="read the images as grayscale")
+    _training_options(p)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("predict", help="write anomaly maps, masks, overlays and results.csv")
+    p.add_argument("model", help="model file written by 'fit'")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--epsilon", type=float, default=None, help="NFA threshold (default: the model's)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="print the metric table on an MVTec-layout folder")
+    p.add_argument("model", help="model file written by 'fit'")
+    p.add_argument("dataset_dir", help="MVTec-layout folder (test/<type>, ground_truth/<type>)")
+    p.add_argument("--epsilon", type=float, default=None, help="NFA threshold (default: the model's)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("run", help="fit on good images and write maps, masks and overlays (demo)")
     p.add_argument("folder", nargs="?", help="MVTec-layout folder (default: synthetic make_defects data)")
     p.add_argument("-o", "--output", default="uflow-output", help="output folder (default: uflow-output)")
-    p.add_argument("--extractor", default="efficientnet_lite0",
-                   choices=["efficientnet_lite0", "resnet18", "wide_resnet50_2", "mscait"])
-    p.add_argument("--image-size", type=int, default=256, help="images are resized to this size")
-    p.add_argument("--input-size", type=int, default=256, help="backbone input size (CNNs)")
-    p.add_argument("--max-epochs", type=int, default=20)
-    p.add_argument("--epsilon", type=float, default=1.0, help="NFA threshold of the masks")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-synthetic", type=int, default=80, help="images of the synthetic demo")
-    p.set_defaults(func=run)
+    _training_options(p)
+    p.set_defaults(func=cmd_run)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"sklearn-uflow: error: {exc}", file=sys.stderr)
+        args.func(args)
+    except (CommandError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"sklearn-uflow: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -226,7 +226,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             The fitted detector.
         """
         self._check_params()
-        images = _normal_images(check_images(X), y)
+        images = _normal_images(as_image_array(X), y)
         rng = check_random_state(self.random_state)
         n_val = math.ceil(self.validation_fraction * len(images)) if self.validation_fraction else 0
         if len(images) - n_val < 1 or (self.validation_fraction and len(images) < 2):
@@ -242,7 +242,10 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         extractor = make_feature_extractor(self.extractor)
         extractor = clone(extractor).set_params(device=self.device, verbose=self.verbose)
         self.extractor_ = extractor.fit(images[:1])
-        features = self.extractor_.extract(images)  # once: the backbone is frozen
+        # Once per fit, since the backbone is frozen; split first, so that no
+        # copy of the whole feature cache is ever made.
+        train_features = self.extractor_.extract(images[train_index])
+        val_features = self.extractor_.extract(images[val_index]) if n_val else None
         self.feature_shapes_ = self.extractor_.feature_shapes_
         self.latent_shapes_ = latent_shapes(self.feature_shapes_)
         self.image_size_ = tuple(images.shape[1:3])
@@ -250,12 +253,10 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
 
         seed = seed_from(rng)
         flow = build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp, seed=seed)
-        flow.standardize_with([f[train_index] for f in features])
+        flow.standardize_with(train_features)
         self.flow_ = flow.to(self.device_)
         self.history_ = train_flow(
-            self.flow_,
-            [f[train_index] for f in features],
-            [f[val_index] for f in features] if n_val else None,
+            self.flow_, train_features, val_features,
             max_epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
             weight_decay=self.weight_decay, n_iter_no_change=self.n_iter_no_change, tol=self.tol,
             device=self.device_, seed=seed, verbose=self.verbose,
@@ -263,7 +264,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         self.flow_.requires_grad_(False)
         if self.nfa_null == "validation":
             with torch.inference_mode():
-                latents, _ = self.flow_([f[val_index].to(self.device_) for f in features])
+                latents, _ = self.flow_([f.to(self.device_) for f in val_features])
             self.null_ = fit_null(latents)
         else:
             self.null_ = [NullModel.theory(c) for c, _, _ in self.latent_shapes_]
@@ -363,8 +364,38 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         """
         return np.where(self.decision_function(X) <= 0, -1, 1)
 
+    def save(self, path):
+        """Write the fitted detector to a safe model file (no pickle).
+
+        The file holds the weights as safetensors and the parameters and
+        fitted attributes as JSON, with a format version and a checksum;
+        :meth:`load` reads it without executing anything it contains. (Pickle
+        and joblib work too, but only for files you trust.)
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination, e.g. ``"model.uflow"``.
+        """
+        from .model_file import save_detector
+
+        check_is_fitted(self, "flow_")
+        save_detector(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read a detector written by :meth:`save`.
+
+        Raises :class:`~sklearn_uflow.model_file.ModelFileError` (a
+        ``ValueError``) for a missing, truncated, corrupted or foreign file.
+        """
+        from .model_file import load_detector
+
+        return load_detector(path)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
+        tags.input_tags.positive_only = True  # pixel values are never negative
         tags.non_deterministic = False
         return tags

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ._images import check_images, images_to_tensor
+from ._images import as_image_array, check_images, images_to_tensor
 from ._torch_utils import resolve_device
 
 __all__ = [
@@ -181,9 +181,10 @@ class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
     """Common machinery of the feature steps: validation, batching, device,
     resizing, normalisation and the flattened output.
 
-    Subclasses implement ``_build_model`` (a frozen ``torch.nn.Module``) and
-    ``_forward`` (normalised images to a list of ``(n, C, h, w)`` maps), and
-    define ``_input_size``, ``_mean`` and ``_std``.
+    Subclasses implement ``_build_model`` (a frozen ``torch.nn.Module``),
+    ``_forward`` (normalised images to a list of ``(n, C, h, w)`` maps) and
+    ``_normalization`` (the backbone's mean and standard deviation), and
+    define ``_input_size``.
     """
 
     _torch_attributes = ("model_",)
@@ -204,7 +205,7 @@ class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
         self : object
             The fitted transformer.
         """
-        images = check_images(X)
+        images = check_images(as_image_array(X)[:1])
         self.n_channels_ = images.shape[-1]
         self.device_ = resolve_device(self.device)
         model = self._build_model()
@@ -229,16 +230,18 @@ class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
             One float32 tensor per scale, finest first.
         """
         check_is_fitted(self, "model_")
-        images = check_images(X, n_channels=self.n_channels_)
+        raw = as_image_array(X, n_channels=self.n_channels_)
         batch_size = self._batch_size()
-        batches = range(0, len(images), batch_size)
+        batches = range(0, len(raw), batch_size)
         if self.verbose:
             batches = tqdm(batches, desc=f"{type(self).__name__}", unit="batch")
         outputs = []
         with torch.inference_mode():
             for start in batches:
-                x = images_to_tensor(images[start : start + batch_size], self._input_size,
-                                     self._mean, self._std, self.device_)
+                # Converted batch by batch: a float copy of a large collection
+                # would double its memory.
+                images = check_images(raw[start : start + batch_size])
+                x = images_to_tensor(images, self._input_size, *self._normalization(), self.device_)
                 outputs.append([m.float().cpu().contiguous() for m in self._forward(x)])
         return [torch.cat(scale) for scale in zip(*outputs)]
 
@@ -261,7 +264,7 @@ class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        features : ndarray of shape (n_images, n_features_out_), dtype float32
+        features : ndarray of shape (n_images, ``n_features_out_``), dtype float32
             Per-scale maps flattened and concatenated; see
             :func:`split_features`.
         """
@@ -280,6 +283,7 @@ class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
+        tags.input_tags.positive_only = True  # pixel values are never negative
         tags.requires_fit = True
         return tags
 
@@ -358,14 +362,16 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         # feed no requested scale, so drop them (a third of the compute).
         if hasattr(model, "_stage_out_idx"):
             model.blocks = model.blocks[: max(model._stage_out_idx)]
-        config = model.pretrained_cfg
-        self._mean, self._std = config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
         # Depthwise convolutions run about twice as fast in channels-last layout.
         return model.to(memory_format=torch.channels_last)
 
     @property
     def _input_size(self):
         return self.input_size
+
+    def _normalization(self):
+        config = self.model_.pretrained_cfg
+        return config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
 
     def _forward(self, x):
         return self.model_(x.contiguous(memory_format=torch.channels_last))
@@ -424,7 +430,6 @@ class MSCaiTTransformer(BaseFeatureExtractor):
     """
 
     _input_size = 448
-    _mean, _std = IMAGENET_MEAN, IMAGENET_STD
     _models = (("cait_m48_448", 41), ("cait_s24_224", 21))
 
     def __init__(self, *, weights="imagenet", batch_size="auto", device="auto", verbose=0):
@@ -451,6 +456,9 @@ class MSCaiTTransformer(BaseFeatureExtractor):
                 "{'cait_m48_448': path, 'cait_s24_224': path}."
             )
         return torch.nn.ModuleList([_cait_trunk(name, sources[name], n) for name, n in self._models])
+
+    def _normalization(self):
+        return IMAGENET_MEAN, IMAGENET_STD
 
     def _forward(self, x):
         fine, coarse = self.model_

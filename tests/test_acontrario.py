@@ -308,3 +308,12 @@ def test_segmenter_fits_the_null_from_normal_rows():
     seg = ACotrarioSegmenter(latent_shapes=[(16, 32, 32)], null="fit").fit(normal)
     assert seg.null_[0].area > 5
     assert ACotrarioSegmenter(latent_shapes=[(16, 32, 32)]).fit(normal).null_[0] == NullModel.theory(16)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (1, 7), (2, 5)])
+def test_tiny_maps_are_segmented(shape):
+    u = np.full(shape, 1.0)
+    u.flat[0] = 400.0  # one very unlikely pixel under chi2(4)
+    labels, log_nfa = significant_regions(u, 4)
+    assert labels.shape == shape and labels.flat[0] > 0
+    assert log_nfa[labels.flat[0] - 1] < -50

@@ -1,0 +1,40 @@
+"""
+Quick start: anomaly maps and masks on synthetic defects
+========================================================
+
+Fit :class:`~sklearn_uflow.UFlowDetector` on defect-free images made by
+:func:`~sklearn_uflow.datasets.make_defects`, then look at the anomaly maps
+and at the masks of the a contrario threshold (``epsilon = 1``: at most one
+false region per image on average under normality).
+"""
+
+import matplotlib.pyplot as plt
+
+from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
+from sklearn_uflow.datasets import make_defects
+from sklearn_uflow.metrics import aupro, pixel_roc_auc
+
+X, y, masks = make_defects(n_samples=60, image_size=96, random_state=0)
+train = X[y == 0][:16]
+test, test_masks = X[30:], masks[30:]
+
+detector = UFlowDetector(CNNFeatureTransformer(input_size=96), max_epochs=10, random_state=0)
+detector.fit(train)
+maps = detector.anomaly_maps(test)
+predicted = detector.predict_masks(test)
+print(f"pixel ROC AUC {pixel_roc_auc(test_masks, maps):.3f}, AUPRO {aupro(test_masks, maps):.3f}")
+print("images flagged:", (detector.predict(test) == -1).sum(), "of", len(test),
+      "- with a defect:", y[30:].sum())
+
+# %%
+# Each column: the image, its true defect, the anomaly map and the detected mask.
+fig, axes = plt.subplots(4, 5, figsize=(9, 7.5))
+for column, i in enumerate(range(5)):
+    for row, (picture, title) in enumerate([(test[i], "image"), (test_masks[i], "truth"),
+                                            (maps[i], "anomaly map"), (predicted[i], "NFA ≤ 1")]):
+        axes[row, column].imshow(picture, cmap=None if row == 0 else "magma", vmin=0, vmax=1)
+        axes[row, column].set_axis_off()
+        if column == 0:
+            axes[row, column].set_title(title, loc="left", fontsize=9)
+fig.tight_layout()
+plt.show()

@@ -1,0 +1,158 @@
+"""A model file that never unpickles: safetensors for tensors, JSON for the rest.
+
+``UFlowDetector.save(path)`` writes one safetensors file. Its tensors are the
+flow's and the backbone's weights; its header metadata holds the format name
+and version, the library version, the detector's parameters and fitted
+attributes as JSON, and a SHA-256 checksum of the tensors. Loading reads the
+JSON with ``json.loads``, builds only the classes of this library it names,
+verifies the checksum and loads the tensors: nothing in the file is executed.
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+__all__ = ["save_detector", "load_detector", "ModelFileError", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "sklearn-uflow-detector"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """The file is not a readable sklearn-uflow model file."""
+
+
+def _checksum(tensors):
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _extractor_config(extractor):
+    from .features import CNNFeatureTransformer, MSCaiTTransformer
+
+    if not isinstance(extractor, (CNNFeatureTransformer, MSCaiTTransformer)):
+        raise TypeError(f"only the library's feature steps can be saved, not {type(extractor).__name__}.")
+    params = extractor.get_params()
+    params["weights"] = params["weights"] if isinstance(params["weights"], (str, dict)) else os.fspath(params["weights"])
+    return {"class": type(extractor).__name__, "params": params}
+
+
+def save_detector(detector, path):
+    """Write a fitted :class:`~sklearn_uflow.UFlowDetector` to ``path``."""
+    from . import __version__
+
+    tensors = {f"flow.{k}": v.detach().cpu().contiguous() for k, v in detector.flow_.state_dict().items()}
+    tensors.update({f"extractor.{k}": v.detach().cpu().contiguous()
+                    for k, v in detector.extractor_.model_.state_dict().items()})
+    params = detector.get_params(deep=False)
+    params["extractor"] = _extractor_config(detector.extractor_)
+    params["device"] = detector.device if isinstance(detector.device, str) else str(detector.device)
+    if not (params["random_state"] is None or isinstance(params["random_state"], int)):
+        params["random_state"] = None  # a RandomState instance does not travel
+    fitted = {
+        "feature_shapes_": detector.feature_shapes_,
+        "latent_shapes_": detector.latent_shapes_,
+        "image_size_": detector.image_size_,
+        "n_channels_": detector.n_channels_,
+        "offset_": detector.offset_,
+        "log_nfa_ceiling_": detector.log_nfa_ceiling_,
+        "null_": [list(model) for model in detector.null_],
+        "history_": detector.history_,
+    }
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "library_version": __version__,
+        "params": json.dumps(params),
+        "fitted": json.dumps(fitted, default=float),
+        "checksum": _checksum(tensors),
+    }
+    save_file(tensors, os.fspath(path), metadata=metadata)
+
+
+def load_detector(path):
+    """Read a :class:`~sklearn_uflow.UFlowDetector` written by :func:`save_detector`.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, truncated, corrupted, of another format or
+        version, or names anything but this library's estimators.
+    """
+    from . import UFlowDetector
+    from .acontrario import NullModel
+    from .features import CNNFeatureTransformer, MSCaiTTransformer
+    from .flow import build_uflow
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"no model file at {path!r}.")
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path!r} is not a readable model file (truncated or corrupted?): {exc}") from None
+    if metadata.get("format") != FORMAT:
+        raise ModelFileError(f"{path!r} is not an sklearn-uflow model file.")
+    if metadata.get("format_version") != str(FORMAT_VERSION):
+        raise ModelFileError(
+            f"{path!r} uses model file format {metadata.get('format_version')!r}; this version of "
+            f"sklearn-uflow reads format {FORMAT_VERSION}. Refit, or use the library version that wrote it "
+            f"({metadata.get('library_version')})."
+        )
+    if _checksum(tensors) != metadata.get("checksum"):
+        raise ModelFileError(f"{path!r}: the weights do not match the file's checksum (corrupted file).")
+    try:
+        params = json.loads(metadata["params"])
+        fitted = json.loads(metadata["fitted"])
+        config = params.pop("extractor")
+        classes = {"CNNFeatureTransformer": CNNFeatureTransformer, "MSCaiTTransformer": MSCaiTTransformer}
+        if config.get("class") not in classes:
+            raise ModelFileError(f"{path!r} names an unknown feature step {config.get('class')!r}.")
+        extractor_params = dict(config["params"])
+        weights = extractor_params.pop("weights")
+        detector = UFlowDetector(classes[config["class"]](**extractor_params, weights=weights), **params)
+        detector._check_params()
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path!r} has unreadable parameters: {exc}") from None
+
+    from ._torch_utils import resolve_device
+
+    device = resolve_device("cpu" if params["device"] != "cpu" and not torch.cuda.is_available() else params["device"])
+    # The stored weights replace the backbone's; build it without downloading.
+    extractor = detector.extractor.__class__(**{**detector.extractor.get_params(), "weights": "untrained",
+                                               "device": str(device)})
+    extractor.fit(np.zeros((1, 8, 8, fitted["n_channels_"]), dtype=np.uint8))
+    extractor.model_.load_state_dict(_strip(tensors, "extractor."), strict=True)
+    extractor.set_params(weights=detector.extractor.weights)
+    detector.extractor_ = extractor
+    detector.device_ = device
+    detector.feature_shapes_ = [tuple(s) for s in fitted["feature_shapes_"]]
+    detector.latent_shapes_ = [tuple(s) for s in fitted["latent_shapes_"]]
+    detector.image_size_ = tuple(fitted["image_size_"])
+    detector.n_channels_ = int(fitted["n_channels_"])
+    detector.offset_ = float(fitted["offset_"])
+    detector.log_nfa_ceiling_ = float(fitted["log_nfa_ceiling_"])
+    detector.null_ = [NullModel(*map(float, model)) for model in fitted["null_"]]
+    detector.history_ = fitted["history_"]
+    flow = build_uflow(detector.feature_shapes_, n_steps=detector.n_flow_steps, clamp=detector.affine_clamp)
+    flow.load_state_dict(_strip(tensors, "flow."), strict=True)
+    detector.flow_ = flow.to(device).eval().requires_grad_(False)
+    return detector
+
+
+def _strip(tensors, prefix):
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

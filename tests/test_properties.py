@@ -1,0 +1,59 @@
+"""Property-based tests: random latents and maps never break the invariants."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from sklearn_uflow.acontrario import log10_nfa_ceiling, log_nfa_maps, significant_regions
+from sklearn_uflow.metrics import aupro, mean_iou, pixel_roc_auc
+
+finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
+
+
+@st.composite
+def latent_batches(draw):
+    n = draw(st.integers(1, 3))
+    scales = draw(st.integers(1, 3))
+    size = draw(st.integers(1, 12))
+    latents = []
+    for s in range(scales):
+        side = max(size >> s, 1)
+        channels = draw(st.integers(1, 6))
+        latents.append(draw(arrays(np.float32, (n, channels, side, side), elements=finite)))
+    return latents
+
+
+@settings(max_examples=60, deadline=None)
+@given(latent_batches(), st.tuples(st.integers(1, 20), st.integers(1, 20)))
+def test_nfa_maps_are_bounded_and_shaped(latents, size):
+    maps = log_nfa_maps(latents, size)
+    assert maps.shape == (len(latents[0]), *size)
+    assert np.all(np.isfinite(maps))
+    assert maps.max() <= log10_nfa_ceiling([z.shape[2] * z.shape[3] for z in latents]) + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 10), st.integers(1, 10)), elements=st.floats(0, 1e6)),
+       st.integers(1, 50))
+def test_regions_are_disjoint_subsets_of_the_image(u, df):
+    labels, log_nfa = significant_regions(u, df)
+    assert labels.shape == u.shape
+    assert labels.min() >= 0 and labels.max() == len(log_nfa)
+    assert set(np.unique(labels[labels > 0])) == set(range(1, len(log_nfa) + 1))
+    assert np.all(np.isfinite(log_nfa))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_metrics_stay_in_unit_interval(data):
+    shape = data.draw(st.tuples(st.integers(1, 3), st.integers(2, 8), st.integers(2, 8)))
+    masks = data.draw(arrays(bool, shape))
+    maps = data.draw(arrays(np.float64, shape, elements=st.floats(-10, 10)))
+    predicted = data.draw(arrays(bool, shape))
+    assert 0 <= mean_iou(masks, predicted) <= 1
+    if masks.any():
+        assert 0 <= mean_iou(masks, predicted, defective_only=True) <= 1
+    if masks.any() and not masks.all():
+        assert 0 <= pixel_roc_auc(masks, maps) <= 1
+        assert 0 <= aupro(masks, maps) <= 1 + 1e-12
