@@ -28,13 +28,8 @@ print("images flagged:", (detector.predict(test) == -1).sum(), "of", len(test),
 
 # %%
 # Each column: the image, its true defect, the anomaly map and the detected mask.
-fig, axes = plt.subplots(4, 5, figsize=(9, 7.5))
-for column, i in enumerate(range(5)):
-    for row, (picture, title) in enumerate([(test[i], "image"), (test_masks[i], "truth"),
-                                            (maps[i], "anomaly map"), (predicted[i], "NFA ≤ 1")]):
-        axes[row, column].imshow(picture, cmap=None if row == 0 else "magma", vmin=0, vmax=1)
-        axes[row, column].set_axis_off()
-        if column == 0:
-            axes[row, column].set_title(title, loc="left", fontsize=9)
-fig.tight_layout()
+from sklearn_uflow.plotting import plot_grid
+
+plot_grid(test, maps, predicted, test_masks, n_columns=6,
+          titles=["defective" if label else "good" for label in y[30:36]])
 plt.show()

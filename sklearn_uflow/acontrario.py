@@ -17,6 +17,7 @@ iterated prune-and-merge procedures reduce to range queries over a depth-first
 order of the tree.
 """
 
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -375,9 +376,21 @@ def fit_null(latents):
 
 
 def _squared_norms(z):
-    if torch.is_tensor(z):
-        return z.double().pow(2).sum(1).cpu().numpy()
-    return np.square(np.asarray(z, np.float64)).sum(1)
+    """``u = sum_k z_k^2`` per image, ``(n, H, W)`` float64.
+
+    Summed image by image in the latents' own precision (float32 from the
+    flow), which keeps the work in cache: a float64 copy of a batch of
+    MS-CaiT latents would cost more than the whole segmentation. float64 is
+    used where float32 overflows.
+    """
+    z = z.detach().cpu().numpy() if torch.is_tensor(z) else np.asarray(z)
+    if z.dtype not in (np.float32, np.float64):
+        z = z.astype(np.float32)
+    u = np.stack([np.einsum("chw,chw->hw", x, x) for x in z]).astype(np.float64)
+    if not np.isfinite(u).all():
+        z = z.astype(np.float64)
+        u = np.stack([np.einsum("chw,chw->hw", x, x) for x in z])
+    return u
 
 
 def significant_regions(u, df, total_pixels=None, null=None):
@@ -589,7 +602,7 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         self : object
         """
         X = validate_data(self, X, dtype=np.float64)
-        if not (np.isscalar(self.epsilon) and self.epsilon > 0):
+        if not (isinstance(self.epsilon, numbers.Real) and self.epsilon > 0):
             raise ValueError(f"epsilon must be a positive number, got {self.epsilon!r}.")
         shapes = self.latent_shapes or [(1, 1, X.shape[1])]
         shapes = [tuple(int(v) for v in s) for s in shapes]

@@ -235,15 +235,19 @@ class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
         batches = range(0, len(raw), batch_size)
         if self.verbose:
             batches = tqdm(batches, desc=f"{type(self).__name__}", unit="batch")
-        outputs = []
+        outputs = None
         with torch.inference_mode():
             for start in batches:
-                # Converted batch by batch: a float copy of a large collection
-                # would double its memory.
+                # Converted batch by batch, and written into tensors allocated
+                # once: copies of a large collection would double its memory.
                 images = check_images(raw[start : start + batch_size])
                 x = images_to_tensor(images, self._input_size, *self._normalization(), self.device_)
-                outputs.append([m.float().cpu().contiguous() for m in self._forward(x)])
-        return [torch.cat(scale) for scale in zip(*outputs)]
+                maps = self._forward(x)
+                if outputs is None:
+                    outputs = [torch.empty((len(raw), *m.shape[1:]), dtype=torch.float32) for m in maps]
+                for out, m in zip(outputs, maps):
+                    out[start : start + len(m)] = m
+        return outputs
 
     def _batch_size(self):
         if self.batch_size == "auto":

@@ -3,7 +3,7 @@
 import numpy as np
 from skimage.segmentation import find_boundaries
 
-__all__ = ["heatmap", "overlay"]
+__all__ = ["heatmap", "overlay", "plot_grid"]
 
 # A perceptually ordered dark-blue -> red -> yellow ramp ("inferno"-like).
 _RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
@@ -55,3 +55,54 @@ def overlay(image, anomaly_map=None, mask=None, *, alpha=0.45, vmin=0.0, vmax=1.
     if mask is not None and np.any(mask):
         picture[find_boundaries(np.asarray(mask, bool), mode="inner")] = (0, 255, 255)
     return picture
+
+
+def plot_grid(images, anomaly_maps=None, masks=None, true_masks=None, *, n_columns=None, titles=None):
+    """A figure with one column per image: image, true mask, anomaly map, mask.
+
+    Rows that are not given are left out. Needs matplotlib (the ``plot``
+    extra).
+
+    Parameters
+    ----------
+    images : array-like of shape (n, H, W[, C])
+        The images.
+    anomaly_maps : array-like of shape (n, H, W), default=None
+        Drawn with the "magma" colour map over [0, 1].
+    masks : array-like of shape (n, H, W), default=None
+        Predicted masks.
+    true_masks : array-like of shape (n, H, W), default=None
+        Ground truth.
+    n_columns : int, default=None
+        Images shown (the first ones); default all, at most 8.
+    titles : list of str, default=None
+        One title per column.
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    rows = [("image", images, None)]
+    rows += [(name, data, "magma") for name, data in
+             (("truth", true_masks), ("anomaly map", anomaly_maps), ("mask", masks)) if data is not None]
+    n = min(len(images), n_columns or 8)
+    figure, axes = plt.subplots(len(rows), n, figsize=(1.8 * n, 1.8 * len(rows)), squeeze=False)
+    for r, (name, data, cmap) in enumerate(rows):
+        for c in range(n):
+            picture = np.asarray(data[c])
+            if picture.ndim == 3 and picture.shape[-1] == 1:
+                picture = picture[..., 0]
+            ax = axes[r, c]
+            ax.imshow(picture.astype(float) if picture.dtype == bool else picture,
+                      cmap=cmap or ("gray" if picture.ndim == 2 else None),
+                      vmin=0 if cmap else None, vmax=1 if cmap else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+            if r == 0 and titles is not None:
+                ax.set_title(titles[c], fontsize=9)
+    figure.tight_layout()
+    return figure

@@ -18,7 +18,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn_uflow import ACotrarioSegmenter, CNNFeatureTransformer, MSCaiTTransformer, UFlowDetector
 
 X_IMAGES = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
-ROWS = np.random.default_rng(1).standard_normal((6, 4 * 8 * 8))
+ROWS = np.random.default_rng(1).standard_normal((6, 4 * 8 * 8))  # latents: real rows
+TABULAR = np.abs(ROWS) / 10  # non-negative and in [0, 1], but 2-D: not images
 
 IMAGE_ESTIMATORS = [
     CNNFeatureTransformer(input_size=32, device="cpu"),
@@ -105,6 +106,8 @@ def test_one_image_and_batches_agree(estimator):
 
 def test_tabular_rows_are_refused_with_a_clear_message(estimator):
     with pytest.raises(ValueError, match="expected images of shape"):
+        estimator.fit(TABULAR)
+    with pytest.raises(ValueError, match="Negative values"):
         estimator.fit(ROWS)
 
 
@@ -119,7 +122,7 @@ def test_nested_parameters_and_clone():
 
 def test_mscait_checks_parameters_before_building():
     with pytest.raises(ValueError, match="expected images of shape"):
-        MSCaiTTransformer(weights="untrained").fit(ROWS)
+        MSCaiTTransformer(weights="untrained").fit(TABULAR)
 
 
 def test_segmenter_is_a_plain_transformer_on_rows():
