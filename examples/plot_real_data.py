@@ -9,6 +9,7 @@ contour over each test image with :func:`~sklearn_uflow.plotting.overlay`.
 """
 
 import matplotlib.pyplot as plt
+import numpy as np
 from _data import example_data
 
 from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
@@ -25,10 +26,12 @@ print(f"pixel ROC AUC {pixel_roc_auc(masks, maps):.3f}  AUPRO {aupro(masks, maps
 
 # %%
 # Overlays: heat map of the anomaly score, cyan contour of the detected regions.
+# The colours span the test maps' median (typical normal texture) to their maximum.
+low, high = float(np.median(maps)), float(maps.max())
 shown = list(range(min(8, len(test))))
 fig, axes = plt.subplots(2, 4, figsize=(10, 5.2))
 for ax, i in zip(axes.ravel(), shown):
-    ax.imshow(overlay(test[i], maps[i], predicted[i]))
+    ax.imshow(overlay(test[i], maps[i], predicted[i], vmin=low, vmax=high))
     ax.set_title("defective" if labels[i] else "good", fontsize=9)
     ax.set_axis_off()
 fig.tight_layout()

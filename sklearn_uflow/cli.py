@@ -79,7 +79,7 @@ def _fit(train, args):
     return detector
 
 
-def _write_predictions(detector, images, names, out, epsilon, originals=None):
+def _write_predictions(detector, images, names, out, epsilon):
     from skimage.measure import label
 
     from .plotting import heatmap, overlay
@@ -88,12 +88,14 @@ def _write_predictions(detector, images, names, out, epsilon, originals=None):
     maps = detector.anomaly_maps(images)
     log_nfa = detector.log_nfa_maps(images)
     threshold = np.log10(epsilon)
+    # Colours from the batch's median score (normal texture) to its maximum.
+    low, high = float(np.median(maps)), float(maps.max())
     rows = []
     for i, name in enumerate(names):
         mask = log_nfa[i] <= threshold
-        _save_png(heatmap(maps[i]), out / f"{name}_map.png")
+        _save_png(heatmap(maps[i], low, high), out / f"{name}_map.png")
         _save_png(mask.astype(np.uint8) * 255, out / f"{name}_mask.png")
-        _save_png(overlay(images[i], maps[i], mask), out / f"{name}_overlay.png")
+        _save_png(overlay(images[i], maps[i], mask, vmin=low, vmax=high), out / f"{name}_overlay.png")
         rows.append([name, f"{maps[i].max():.6f}", "anomalous" if mask.any() else "normal",
                      f"{log_nfa[i].min():.3f}", int(label(mask, connectivity=1).max())])
     with open(out / "results.csv", "w", newline="") as f:

@@ -71,9 +71,13 @@ def test_loader_errors(tmp_path, make, error, match):
         load_anomaly_folder(make(tmp_path))
 
 
-def test_unreadable_image_is_reported(tmp_path):
+@pytest.mark.parametrize("damage", [lambda data: b"not a png", lambda data: data[: len(data) // 2]],
+                         ids=["garbage", "truncated"])
+def test_unreadable_image_is_reported(tmp_path, damage):
     _tiny_folder(tmp_path)
-    (tmp_path / "train/good/001.png").write_bytes(b"not a png")
+    good = tmp_path / "train/good/001.png"
+    _write(good, np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    good.write_bytes(damage(good.read_bytes()))
     with pytest.raises(ValueError, match="could not read image"):
         load_anomaly_folder(tmp_path)
 

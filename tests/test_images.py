@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import sparse
 
 from sklearn_uflow._images import check_images, images_to_tensor
 
@@ -23,6 +24,8 @@ from sklearn_uflow._images import check_images, images_to_tensor
         (np.zeros((1, 4, 4), dtype=bool), "boolean"),
         (np.array([[["a"]]], dtype=object), "dtype object"),
         ([np.zeros((4, 4)), np.zeros((5, 5))], "share height and width"),
+        (sparse.csr_matrix(np.eye(4)), "sparse input is not supported"),
+        (np.zeros((1, 4, 4, 4)), "1 \\(grayscale\\) or 3"),
     ],
 )
 def test_bad_images_raise_clear_errors(X, match):
