@@ -276,20 +276,33 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         return self
 
     # -------------------------------------------------------------- scoring
-    def _latent_batches(self, X):
-        """Yield the latents of ``X`` batch by batch, so memory stays flat."""
+    def _batched(self, X, compute, dtype):
+        """``compute`` on the latents of ``X``, batch by batch, its results
+        written into one array allocated once: the working memory stays flat
+        however many images are scored."""
         check_is_fitted(self, "flow_")
         raw = as_image_array(X, n_channels=self.n_channels_, image_size=self.image_size_)
         chunk = max(self.batch_size, 16)
+        out = None
         for start in range(0, len(raw), chunk):
             features = self.extractor_.extract(check_images(raw[start : start + chunk]))
             with torch.inference_mode():
                 latents, _ = self.flow_([f.to(self.device_) for f in features])
-            yield [z.float() for z in latents]
+            result = compute([z.float() for z in latents])
+            if out is None:
+                out = np.empty((len(raw), *np.shape(result)[1:]), dtype=dtype)
+            out[start : start + len(result)] = result
+        return out
+
+    def _log_nfa(self, latents):
+        return log_nfa_maps(latents, self.image_size_, n_jobs=self.n_jobs, null=self.null_)
 
     def latents(self, X):
         """The flow's latents: a list of ``(n_images, C, H, W)`` tensors, finest first."""
-        return [torch.cat(scale).cpu() for scale in zip(*self._latent_batches(X))]
+        sizes = np.cumsum([0] + [int(np.prod(s)) for s in self.latent_shapes_])
+        rows = self._batched(X, lambda z: torch.cat([t.flatten(1).cpu() for t in z], 1).numpy(), np.float32)
+        return [torch.from_numpy(rows[:, a:b]).reshape(-1, *s)
+                for a, b, s in zip(sizes[:-1], sizes[1:], self.latent_shapes_)]
 
     def anomaly_maps(self, X):
         """Anomaly maps (the paper's equation 2) at the images' size.
@@ -304,7 +317,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         maps : ndarray of shape (n_images, H, W), float32
             In [0, 1]; higher is more anomalous.
         """
-        return np.concatenate([anomaly_map(z, self.image_size_).cpu().numpy() for z in self._latent_batches(X)])
+        return self._batched(X, lambda z: anomaly_map(z, self.image_size_).cpu().numpy(), np.float32)
 
     def log_nfa_maps(self, X):
         """log10 of the number of false alarms of the region at each pixel.
@@ -321,9 +334,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             ``log_nfa_ceiling_``. A pixel is detected when it is at most
             ``log10(epsilon)``.
         """
-        return np.concatenate([
-            log_nfa_maps(z, self.image_size_, n_jobs=self.n_jobs, null=self.null_) for z in self._latent_batches(X)
-        ])
+        return self._batched(X, self._log_nfa, np.float64)
 
     def predict_masks(self, X):
         """Segmentation masks: pixels whose region has ``NFA <= epsilon``.
@@ -332,7 +343,8 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         -------
         masks : ndarray of shape (n_images, H, W), bool
         """
-        return self.log_nfa_maps(X) <= np.log10(self.epsilon)
+        threshold = np.log10(self.epsilon)
+        return self._batched(X, lambda z: self._log_nfa(z) <= threshold, bool)
 
     def score_samples(self, X):
         """Smallest log10 NFA of each image; higher means more normal.
@@ -341,7 +353,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_images,), float64
         """
-        return self.log_nfa_maps(X).min(axis=(1, 2)).astype(np.float64)
+        return self._batched(X, lambda z: self._log_nfa(z).min(axis=(1, 2)), np.float64)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: non-positive for outliers.
