@@ -7,12 +7,12 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin, clone
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._images import as_image_array, check_images
 from ._torch_utils import resolve_device, seed_from
 from .acontrario import NullModel, fit_null, log10_nfa_ceiling, log_nfa_maps
-from .features import BaseFeatureExtractor, _TorchStateMixin, make_feature_extractor
+from .features import _TorchStateMixin, make_feature_extractor, split_features
 from .flow import build_uflow, latent_shapes, train_flow
 from .scoring import anomaly_map
 
@@ -58,6 +58,16 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         ``"efficientnet_lite0"`` (offline ImageNet weights, fast on a CPU),
         ``"resnet18"``, ``"wide_resnet50_2"``, or a feature transformer
         instance (to set its ``input_size``, ``weights``...).
+        ``"precomputed"``: ``X`` holds rows of features made by a feature
+        step, as the last step of a :class:`~sklearn.pipeline.Pipeline`;
+        ``feature_shapes`` then says how to read them.
+    feature_shapes : list of (C, H, W), default=None
+        With ``extractor="precomputed"``: the feature step's
+        ``feature_shapes_``. Ignored otherwise.
+    image_size : tuple of int, default=None
+        With ``extractor="precomputed"``: the ``(H, W)`` of the images the
+        features came from, the size of the maps and masks returned (default:
+        the finest feature map's size). Ignored otherwise.
     n_flow_steps : int, default=4
         Flow steps per scale.
     affine_clamp : float, default=2.0
@@ -104,8 +114,8 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
 
     Attributes
     ----------
-    extractor_ : BaseFeatureExtractor
-        The fitted feature step.
+    extractor_ : BaseFeatureExtractor or None
+        The fitted feature step (None with ``extractor="precomputed"``).
     flow_ : torch.nn.Module
         The trained flow.
     feature_shapes_, latent_shapes_ : list of tuple of int
@@ -165,11 +175,13 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             flow.load_state_dict(self.flow_)
             self.flow_ = flow.to(self.device_).eval().requires_grad_(False)
 
-    def __init__(self, extractor="mscait", *, n_flow_steps=4, affine_clamp=2.0, max_epochs=20,
+    def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4, affine_clamp=2.0, max_epochs=20,
                  batch_size=4, learning_rate=5e-3, weight_decay=0.0, validation_fraction=0.1,
                  n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, nfa_null="validation",
                  device="auto", random_state=None, verbose=0, n_jobs=None):
         self.extractor = extractor
+        self.feature_shapes = feature_shapes
+        self.image_size = image_size
         self.n_flow_steps = n_flow_steps
         self.affine_clamp = affine_clamp
         self.max_epochs = max_epochs
@@ -195,6 +207,8 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             isinstance(self.contamination, numbers.Real) and 0 < self.contamination <= 0.5
         ):
             raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}.")
+        if self._precomputed and not self.feature_shapes:
+            raise ValueError("extractor='precomputed' needs feature_shapes, the feature step's feature_shapes_.")
         if self.nfa_null not in ("validation", "theory"):
             raise ValueError(f"nfa_null must be 'validation' or 'theory', got {self.nfa_null!r}.")
         if self.nfa_null == "validation" and not self.validation_fraction:
@@ -226,7 +240,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             The fitted detector.
         """
         self._check_params()
-        images = _normal_images(as_image_array(X), y)
+        images = _normal_images(self._as_input(X, reset=True), y)
         rng = check_random_state(self.random_state)
         n_val = math.ceil(self.validation_fraction * len(images)) if self.validation_fraction else 0
         if len(images) - n_val < 1 or (self.validation_fraction and len(images) < 2):
@@ -239,17 +253,22 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         train_index, val_index = np.sort(order[n_val:]), np.sort(order[:n_val])
 
         self.device_ = resolve_device(self.device)
-        extractor = make_feature_extractor(self.extractor)
-        extractor = clone(extractor).set_params(device=self.device, verbose=self.verbose)
-        self.extractor_ = extractor.fit(images[:1])
+        if self._precomputed:
+            self.extractor_ = None
+            self.feature_shapes_ = [tuple(int(v) for v in shape) for shape in self.feature_shapes]
+            self.image_size_ = tuple(self.image_size or self.feature_shapes_[0][1:])
+            self.n_channels_ = None
+        else:
+            extractor = clone(make_feature_extractor(self.extractor))
+            self.extractor_ = extractor.set_params(device=self.device, verbose=self.verbose).fit(images[:1])
+            self.feature_shapes_ = self.extractor_.feature_shapes_
+            self.image_size_ = tuple(images.shape[1:3])
+            self.n_channels_ = images.shape[-1]
         # Once per fit, since the backbone is frozen; split first, so that no
         # copy of the whole feature cache is ever made.
-        train_features = self.extractor_.extract(images[train_index])
-        val_features = self.extractor_.extract(images[val_index]) if n_val else None
-        self.feature_shapes_ = self.extractor_.feature_shapes_
+        train_features = self._features(images[train_index])
+        val_features = self._features(images[val_index]) if n_val else None
         self.latent_shapes_ = latent_shapes(self.feature_shapes_)
-        self.image_size_ = tuple(images.shape[1:3])
-        self.n_channels_ = images.shape[-1]
 
         seed = seed_from(rng)
         flow = build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp, seed=seed)
@@ -281,11 +300,11 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         written into one array allocated once: the working memory stays flat
         however many images are scored."""
         check_is_fitted(self, "flow_")
-        raw = as_image_array(X, n_channels=self.n_channels_, image_size=self.image_size_)
+        raw = self._as_input(X)
         chunk = max(self.batch_size, 16)
         out = None
         for start in range(0, len(raw), chunk):
-            features = self.extractor_.extract(check_images(raw[start : start + chunk]))
+            features = self._features(raw[start : start + chunk])
             with torch.inference_mode():
                 latents, _ = self.flow_([f.to(self.device_) for f in features])
             result = compute([z.float() for z in latents])
@@ -293,6 +312,28 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
                 out = np.empty((len(raw), *np.shape(result)[1:]), dtype=dtype)
             out[start : start + len(result)] = result
         return out
+
+    @property
+    def _precomputed(self):
+        return isinstance(self.extractor, str) and self.extractor == "precomputed"
+
+    def _as_input(self, X, reset=False):
+        """Images (layout checked, values not yet), or rows of features."""
+        if not self._precomputed:
+            if reset:
+                return as_image_array(X)
+            return as_image_array(X, n_channels=self.n_channels_, image_size=self.image_size_)
+        rows = check_array(X, dtype=(np.float32, np.float64))
+        expected = sum(int(np.prod(s)) for s in (self.feature_shapes if reset else self.feature_shapes_))
+        if rows.shape[1] != expected:
+            raise ValueError(f"X has {rows.shape[1]} features per row, but feature_shapes describe {expected}.")
+        return rows
+
+    def _features(self, batch):
+        """Per-scale feature tensors of a batch of images or feature rows."""
+        if self._precomputed:
+            return [f.float() for f in split_features(batch, self.feature_shapes_)]
+        return self.extractor_.extract(check_images(batch))
 
     def _log_nfa(self, latents):
         return log_nfa_maps(latents, self.image_size_, n_jobs=self.n_jobs, null=self.null_)
@@ -392,6 +433,9 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         from .model_file import save_detector
 
         check_is_fitted(self, "flow_")
+        if self._precomputed:
+            raise TypeError("a detector with extractor='precomputed' has no feature step to save; save the "
+                            "Pipeline with joblib, or fit a detector with its own extractor.")
         save_detector(self, path)
 
     @classmethod

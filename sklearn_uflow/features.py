@@ -70,7 +70,10 @@ def split_features(rows, shapes):
     [(2, 2, 4, 4), (2, 3, 2, 2)]
     """
     rows = np.asarray(rows)
-    rows = torch.as_tensor(rows if rows.dtype in (np.float32, np.float64) else rows.astype(np.float32))
+    if rows.dtype not in (np.float32, np.float64) or not rows.flags.writeable:
+        # torch cannot share a read-only buffer (a memory map, say): copy it
+        rows = rows.astype(rows.dtype if rows.dtype in (np.float32, np.float64) else np.float32)
+    rows = torch.from_numpy(rows)
     sizes = [int(np.prod(s)) for s in shapes]
     if rows.ndim != 2 or rows.shape[1] != sum(sizes):
         raise ValueError(
@@ -170,7 +173,8 @@ class _TorchStateMixin:
         super().__setstate__(state)
         if "device_" in state:
             if self.device_.type == "cuda" and not torch.cuda.is_available():
-                warnings.warn("the model was fitted on CUDA, which is not available here; using the CPU.")
+                warnings.warn("the model was fitted on CUDA, which is not available here; using the CPU.",
+                              stacklevel=2)
                 self.device_ = torch.device("cpu")
             for name in self._torch_attributes:
                 if name in state:

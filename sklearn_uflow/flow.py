@@ -68,7 +68,7 @@ def latent_shapes(feature_shapes):
 
 
 def _check_shapes(feature_shapes):
-    for s, (channels, height, width) in enumerate(feature_shapes):
+    for s, (_, height, width) in enumerate(feature_shapes):
         if s + 1 < len(feature_shapes):
             coarser = feature_shapes[s + 1]
             if (2 * coarser[1], 2 * coarser[2]) != (height, width):
@@ -109,9 +109,9 @@ def build_uflow(feature_shapes, *, n_steps=4, clamp=2.0, seed=0):
     with torch_seed(seed):
         inputs = [Ff.InputNode(*shape, name=f"features_{s}") for s, shape in enumerate(feature_shapes)]
         nodes, outputs = [], [None] * len(feature_shapes)
-        carry = inputs[-1]
+        carry, upsampled = inputs[-1], None  # the coarsest scale has nothing from below
         for s in reversed(range(len(feature_shapes))):
-            if s < len(feature_shapes) - 1:
+            if upsampled is not None:
                 carry = Ff.Node([inputs[s].out0, upsampled.out0], Fm.Concat, {"dim": 0}, name=f"concat_{s}")
                 nodes.append(carry)
             for step in range(n_steps):

@@ -170,20 +170,29 @@ def image_roc_auc(labels, scores):
 
 
 # Scorers: ``scorer(estimator, X, y)`` with ``y`` the masks of X (n, H, W);
-# they rank fitted detectors in GridSearchCV / cross_val_score.
+# they rank fitted detectors in GridSearchCV / cross_val_score. A Pipeline
+# ending with a detector is scored through its last step.
+def _call(estimator, method, X):
+    if hasattr(estimator, method):
+        return getattr(estimator, method)(X)
+    if hasattr(estimator, "steps"):  # a Pipeline: transform, then ask its last step
+        return getattr(estimator[-1], method)(estimator[:-1].transform(X))
+    raise TypeError(f"{type(estimator).__name__} has no {method}; score a UFlowDetector or a Pipeline ending with one.")
+
+
 def pixel_roc_auc_scorer(estimator, X, y):
     """Pixel ROC AUC of ``estimator.anomaly_maps(X)`` against masks ``y``."""
-    return pixel_roc_auc(y, estimator.anomaly_maps(X))
+    return pixel_roc_auc(y, _call(estimator, "anomaly_maps", X))
 
 
 def aupro_scorer(estimator, X, y):
     """AUPRO (FPR up to 0.3) of ``estimator.anomaly_maps(X)`` against masks ``y``."""
-    return aupro(y, estimator.anomaly_maps(X))
+    return aupro(y, _call(estimator, "anomaly_maps", X))
 
 
 def mean_iou_scorer(estimator, X, y):
     """Mean IoU of ``estimator.predict_masks(X)`` against masks ``y``."""
-    return mean_iou(y, estimator.predict_masks(X))
+    return mean_iou(y, _call(estimator, "predict_masks", X))
 
 
 def image_roc_auc_scorer(estimator, X, y):

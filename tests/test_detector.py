@@ -168,3 +168,35 @@ def test_plot_grid_draws_one_column_per_image(fitted_detector, defects):
     figure = plot_grid(X[:3], fitted_detector.anomaly_maps(X[:3]), fitted_detector.predict_masks(X[:3]), masks[:3])
     assert len(figure.axes) == 4 * 3
     assert len(plot_grid(X[:2]).axes) == 2
+
+
+def test_pipeline_of_feature_step_and_precomputed_detector(defects, small_extractor):
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, KFold
+    from sklearn.pipeline import make_pipeline
+
+    from sklearn_uflow.metrics import aupro_scorer
+
+    X, y, masks = defects
+    shapes = clone(small_extractor).fit(X[:1]).feature_shapes_
+    params = dict(max_epochs=2, random_state=0, device="cpu")
+    pipe = make_pipeline(clone(small_extractor),
+                         UFlowDetector("precomputed", feature_shapes=shapes, image_size=(64, 64), **params))
+    pipe.fit(X, masks)  # the detector trains on the normal images only
+    direct = UFlowDetector(small_extractor, **params).fit(X[y == 0])
+    np.testing.assert_allclose(pipe.score_samples(X), direct.score_samples(X), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(pipe.predict(X), direct.predict(X))
+    maps = pipe[-1].anomaly_maps(pipe[:-1].transform(X))
+    np.testing.assert_allclose(maps, direct.anomaly_maps(X), rtol=1e-4, atol=1e-5)
+    assert aupro_scorer(pipe, X, masks) == pytest.approx(aupro_scorer(direct, X, masks), abs=1e-4)
+
+    search = GridSearchCV(pipe, {"uflowdetector__n_flow_steps": [1, 2]}, scoring=aupro_scorer,
+                          cv=KFold(2, shuffle=True, random_state=1)).fit(X, masks)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert set(search.cv_results_["param_uflowdetector__n_flow_steps"]) == {1, 2}
+    with pytest.raises(ValueError, match="feature_shapes"):
+        UFlowDetector("precomputed").fit(pipe[:-1].transform(X))
+    with pytest.raises(ValueError, match="features per row"):
+        pipe[-1].anomaly_maps(np.zeros((1, 5)))
+    with pytest.raises(TypeError, match="precomputed"):
+        pipe[-1].save("never-written.uflow")
