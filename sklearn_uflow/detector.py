@@ -282,16 +282,17 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         )
         self.flow_.requires_grad_(False)
         if self.nfa_null == "validation":
-            with torch.inference_mode():
-                latents, _ = self.flow_([f.to(self.device_) for f in val_features])
-            self.null_ = fit_null(latents)
+            self.null_ = fit_null(self._latents_of(val_features))
         else:
             self.null_ = [NullModel.theory(c) for c, _, _ in self.latent_shapes_]
         self.log_nfa_ceiling_ = log10_nfa_ceiling([h * w for _, h, w in self.latent_shapes_])
         if self.contamination == "auto":
             self.offset_ = float(np.log10(self.epsilon))
-        else:
-            self.offset_ = float(np.percentile(self.score_samples(images), 100.0 * self.contamination))
+        else:  # the scores of the training images, from the cached features
+            scores = [self._score(self._latents_of([f[i : i + self._chunk] for f in features]))
+                      for features in (train_features, val_features) if features is not None
+                      for i in range(0, len(features[0]), self._chunk)]
+            self.offset_ = float(np.percentile(np.concatenate(scores), 100.0 * self.contamination))
         return self
 
     # -------------------------------------------------------------- scoring
@@ -301,17 +302,19 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         however many images are scored."""
         check_is_fitted(self, "flow_")
         raw = self._as_input(X)
-        chunk = max(self.batch_size, 16)
         out = None
-        for start in range(0, len(raw), chunk):
-            features = self._features(raw[start : start + chunk])
-            with torch.inference_mode():
-                latents, _ = self.flow_([f.to(self.device_) for f in features])
-            result = compute([z.float() for z in latents])
+        for start in range(0, len(raw), self._chunk):
+            result = compute(self._latents_of(self._features(raw[start : start + self._chunk])))
             if out is None:
                 out = np.empty((len(raw), *np.shape(result)[1:]), dtype=dtype)
             out[start : start + len(result)] = result
         return out
+
+    @property
+    def _chunk(self):
+        """Images scored together: enough to keep the CPU busy, few enough
+        that memory does not grow with the collection."""
+        return max(self.batch_size, 16)
 
     @property
     def _precomputed(self):
@@ -334,6 +337,14 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         if self._precomputed:
             return [f.float() for f in split_features(batch, self.feature_shapes_)]
         return self.extractor_.extract(check_images(batch))
+
+    def _latents_of(self, features):
+        with torch.inference_mode():
+            latents, _ = self.flow_([f.to(self.device_) for f in features])
+        return [z.float() for z in latents]
+
+    def _score(self, latents):
+        return self._log_nfa(latents).min(axis=(1, 2))
 
     def _log_nfa(self, latents):
         return log_nfa_maps(latents, self.image_size_, n_jobs=self.n_jobs, null=self.null_)
@@ -394,7 +405,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_images,), float64
         """
-        return self._batched(X, lambda z: self._log_nfa(z).min(axis=(1, 2)), np.float64)
+        return self._batched(X, self._score, np.float64)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: non-positive for outliers.
