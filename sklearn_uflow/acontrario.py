@@ -159,7 +159,7 @@ def log10_nfa_ceiling(scale_pixels):
     evidence at all (PFA = 1) at the largest scale. Pixels in no selected
     region carry it, and no region reports more.
 
-    ``scale_pixels``: the pixel counts (or independent units) of the scales.
+    ``scale_pixels``: the pixel counts of the scales.
     """
     return float(log10_number_of_tests(1, max(scale_pixels), sum(scale_pixels)))
 
@@ -401,14 +401,15 @@ def significant_regions(u, df, total_pixels=None, null=None):
     u : ndarray of shape (H, W)
         ``sum_k z_k^2`` at each pixel.
     df : int
-        Number of latent channels ``C`` (degrees of freedom).
+        Number of latent channels ``C`` (degrees of freedom); unused when
+        ``null`` is given.
     total_pixels : int, default=None
         Pixels of all scales together (for the number of tests); default
         this scale's.
     null : NullModel, default=None
         The law of ``u`` under normality; default ``NullModel.theory(df)``.
-        Region sizes and pixel counts are then counted in independent
-        units of ``null.area`` pixels.
+        Region sizes are then counted in independent units of
+        ``null.area`` pixels; positions are still counted in pixels.
 
     Returns
     -------

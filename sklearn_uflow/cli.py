@@ -35,12 +35,12 @@ def _save_png(array, path):
 
 
 def _image_files(paths):
-    from .datasets import IMAGE_EXTENSIONS
+    from .datasets import image_files
 
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            files += image_files(path)
         elif path.is_file():
             files.append(path)
         else:
@@ -115,7 +115,8 @@ def _metric_table(detector, images, masks, labels, epsilon):
     good = labels == 0
     table = [("images (good / defective)", f"{int(good.sum())} / {int((~good).sum())}")]
     if masks.any() and not masks.all():
-        table += [("pixel ROC AUC", f"{pixel_roc_auc(masks, maps):.4f}"), ("AUPRO (FPR <= 0.3)", f"{aupro(masks, maps):.4f}")]
+        table += [("pixel ROC AUC", f"{pixel_roc_auc(masks, maps):.4f}"),
+                  ("AUPRO (FPR <= 0.3)", f"{aupro(masks, maps):.4f}")]
     table.append((f"mIoU at epsilon={epsilon:g}", f"{mean_iou(masks, predicted):.4f}"))
     if 0 < good.sum() < len(good):
         table.append(("image ROC AUC (max of map)", f"{image_roc_auc(labels, maps.max(axis=(1, 2))):.4f}"))

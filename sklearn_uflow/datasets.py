@@ -6,12 +6,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
-__all__ = ["load_anomaly_folder", "make_defects", "IMAGE_EXTENSIONS"]
+__all__ = ["load_anomaly_folder", "make_defects", "read_image", "image_files", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def _image_files(folder):
+def image_files(folder):
+    """The image files of a folder (by extension), sorted by name."""
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
@@ -116,11 +117,11 @@ def load_anomaly_folder(path, *, image_size=None, color="auto"):
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {os.fspath(path)!r}")
     train_dir = root / "train" / "good"
-    if not train_dir.is_dir() or not _image_files(train_dir):
+    if not train_dir.is_dir() or not image_files(train_dir):
         raise ValueError(f"{os.fspath(path)!r} has no training images in train/good/ (MVTec layout expected).")
     if color not in ("auto", "rgb", "gray"):
         raise ValueError(f"color must be 'auto', 'rgb' or 'gray', got {color!r}.")
-    train_files = _image_files(train_dir)
+    train_files = image_files(train_dir)
     if color == "auto":
         gray_modes = {"L", "I;16", "I", "1", "LA"}
         color = "gray"
@@ -134,7 +135,7 @@ def load_anomaly_folder(path, *, image_size=None, color="auto"):
     test_images, masks, labels, types, test_files = [], [], [], [], []
     test_dir = root / "test"
     for type_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()) if test_dir.is_dir() else []:
-        for file in _image_files(type_dir):
+        for file in image_files(type_dir):
             image = read_image(file, color=color, image_size=image_size)
             if type_dir.name == "good":
                 mask = np.zeros(image.shape[:2], dtype=bool)

@@ -160,25 +160,10 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
     dtype('bool')
     """
 
-    def __getstate__(self):
-        # FrEIA's blocks hold lambdas, which do not pickle: store the flow's
-        # weights (on the CPU) and rebuild the graph when loading.
-        state = super().__getstate__()
-        if "flow_" in state:
-            state["flow_"] = {k: v.detach().cpu() for k, v in state["flow_"].state_dict().items()}
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        if isinstance(self.__dict__.get("flow_"), dict):
-            flow = build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp)
-            flow.load_state_dict(self.flow_)
-            self.flow_ = flow.to(self.device_).eval().requires_grad_(False)
-
-    def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4, affine_clamp=2.0, max_epochs=20,
-                 batch_size=4, learning_rate=5e-3, weight_decay=0.0, validation_fraction=0.1,
-                 n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, nfa_null="validation",
-                 device="auto", random_state=None, verbose=0, n_jobs=None):
+    def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4,
+                 affine_clamp=2.0, max_epochs=20, batch_size=4, learning_rate=5e-3, weight_decay=0.0,
+                 validation_fraction=0.1, n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0,
+                 nfa_null="validation", device="auto", random_state=None, verbose=0, n_jobs=None):
         self.extractor = extractor
         self.feature_shapes = feature_shapes
         self.image_size = image_size
@@ -427,6 +412,21 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         labels : ndarray of shape (n_images,), int
         """
         return np.where(self.decision_function(X) <= 0, -1, 1)
+
+    def __getstate__(self):
+        # FrEIA's blocks hold lambdas, which do not pickle: store the flow's
+        # weights (on the CPU) and rebuild the graph when loading.
+        state = super().__getstate__()
+        if "flow_" in state:
+            state["flow_"] = {k: v.detach().cpu() for k, v in state["flow_"].state_dict().items()}
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if isinstance(self.__dict__.get("flow_"), dict):
+            flow = build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp)
+            flow.load_state_dict(self.flow_)
+            self.flow_ = flow.to(self.device_).eval().requires_grad_(False)
 
     def save(self, path):
         """Write the fitted detector to a safe model file (no pickle).

@@ -125,8 +125,8 @@ def build_uflow(feature_shapes, *, n_steps=4, clamp=2.0, seed=0):
                 outputs[s] = Ff.OutputNode(carry, name=f"latent_{s}")
                 continue
             channels = carry.output_dims[0][0]
-            split = Ff.Node(carry, Fm.Split, {"section_sizes": (channels - _channels_up(channels), _channels_up(channels)),
-                                              "dim": 0}, name=f"split_{s}")
+            sections = (channels - _channels_up(channels), _channels_up(channels))
+            split = Ff.Node(carry, Fm.Split, {"section_sizes": sections, "dim": 0}, name=f"split_{s}")
             upsampled = Ff.Node(split.out1, Fm.IRevNetUpsampling, {}, name=f"upsample_{s}")
             outputs[s] = Ff.OutputNode(split.out0, name=f"latent_{s}")
             nodes += [split, upsampled]

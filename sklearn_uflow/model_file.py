@@ -43,7 +43,8 @@ def _extractor_config(extractor):
     if not isinstance(extractor, (CNNFeatureTransformer, MSCaiTTransformer)):
         raise TypeError(f"only the library's feature steps can be saved, not {type(extractor).__name__}.")
     params = extractor.get_params()
-    params["weights"] = params["weights"] if isinstance(params["weights"], (str, dict)) else os.fspath(params["weights"])
+    if not isinstance(params["weights"], (str, dict)):
+        params["weights"] = os.fspath(params["weights"])
     return {"class": type(extractor).__name__, "params": params}
 
 
@@ -131,7 +132,8 @@ def load_detector(path):
 
     from ._torch_utils import resolve_device
 
-    device = resolve_device("cpu" if params["device"] != "cpu" and not torch.cuda.is_available() else params["device"])
+    # A model fitted on a GPU loads on the CPU where no GPU is available.
+    device = resolve_device(params["device"]) if torch.cuda.is_available() else torch.device("cpu")
     # The stored weights replace the backbone's; build it without downloading.
     extractor = detector.extractor.__class__(**{**detector.extractor.get_params(), "weights": "untrained",
                                                "device": str(device)})
