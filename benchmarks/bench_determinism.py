@@ -28,8 +28,9 @@ else:
     train, test = X[y == 0], X
 from sklearn_uflow import CNNFeatureTransformer
 d = UFlowDetector(CNNFeatureTransformer(input_size=128), random_state=0, device="cpu").fit(train)
+weights = np.concatenate([p.numpy().ravel() for p in d.flow_.state_dict().values()])
 np.savez(sys.argv[1], maps=d.anomaly_maps(test), log_nfa=d.log_nfa_maps(test), masks=d.predict_masks(test),
-         scores=d.score_samples(test), weights=np.concatenate([p.numpy().ravel() for p in d.flow_.state_dict().values()]))
+         scores=d.score_samples(test), weights=weights)
 """
 
 

@@ -37,7 +37,8 @@ def main():
     X, y, _ = make_defects(n_samples=24, image_size=256, random_state=0)
     with tempfile.TemporaryDirectory() as folder:
         model = Path(folder) / "model.uflow"
-        UFlowDetector(extractor="efficientnet_lite0", max_epochs=1, random_state=0, device="cpu").fit(X[y == 0]).save(model)
+        detector = UFlowDetector(extractor="efficientnet_lite0", max_epochs=1, random_state=0, device="cpu")
+        detector.fit(X[y == 0]).save(model)
         rows = []
         for n in SIZES:
             out = subprocess.run([sys.executable, __file__, "--one", str(model), str(n)], capture_output=True,

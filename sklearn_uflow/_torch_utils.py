@@ -40,3 +40,17 @@ def torch_seed(seed):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    """Run with ``n`` torch threads, as a Dask worker does with one thread
+    (distributed sets OMP_NUM_THREADS=1). The backbone's convolutions sum in an
+    order that depends on the thread count, so comparing results bit for bit
+    needs the same count on both sides."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -10,11 +10,14 @@
 * ``sklearn-uflow run [FOLDER] -o OUT`` does all three on an MVTec-layout
   folder, or on synthetic images without one.
 
-Exit code 0 on success; on bad input, 2 and a one-line reason.
+Exit code 0 on success; on bad input, 2 and a one-line reason. ``predict``
+scores every file it can: when some could not be read or scored, it still
+writes the others, lists the failures in the ``error`` column of
+``results.csv`` and exits with 1. With ``--scheduler ADDRESS`` it runs on a
+Dask cluster (see :func:`sklearn_uflow.batch.score_files`).
 """
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -26,12 +29,6 @@ __all__ = ["main"]
 
 class CommandError(Exception):
     """A problem with the command's input, reported in one line."""
-
-
-def _save_png(array, path):
-    from PIL import Image
-
-    Image.fromarray(array).save(path)
 
 
 def _image_files(paths):
@@ -80,38 +77,32 @@ def _fit(train, args):
 
 
 def _write_predictions(detector, images, names, out, epsilon):
-    from skimage.measure import label
-
-    from .plotting import heatmap, overlay
+    from .batch import write_outputs, write_results
 
     out.mkdir(parents=True, exist_ok=True)
-    maps = detector.anomaly_maps(images)
-    log_nfa = detector.log_nfa_maps(images)
-    threshold = np.log10(epsilon)
-    # Colours from the batch's median score (normal texture) to its maximum.
-    low, high = float(np.median(maps)), float(maps.max())
-    rows = []
-    for i, name in enumerate(names):
-        mask = log_nfa[i] <= threshold
-        _save_png(heatmap(maps[i], low, high), out / f"{name}_map.png")
-        _save_png(mask.astype(np.uint8) * 255, out / f"{name}_mask.png")
-        _save_png(overlay(images[i], maps[i], mask, vmin=low, vmax=high), out / f"{name}_overlay.png")
-        rows.append([name, f"{maps[i].max():.6f}", "anomalous" if mask.any() else "normal",
-                     f"{log_nfa[i].min():.3f}", int(label(mask, connectivity=1).max())])
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "max_anomaly_score", "decision", "min_log10_nfa", "n_regions"])
-        writer.writerows(rows)
-    print(f"wrote {3 * len(names)} PNG files and results.csv to {out} "
-          f"({sum(r[2] == 'anomalous' for r in rows)} of {len(rows)} images anomalous at epsilon={epsilon:g})")
-    return maps, log_nfa
+    maps, log_nfa = detector._maps_and_log_nfa(images)
+    rows = write_outputs(images, maps, log_nfa, names, out, epsilon)
+    write_results(rows, out / "results.csv")
+    _report(rows, out, epsilon)
+    return rows
+
+
+def _report(rows, out, epsilon):
+    scored = [row for row in rows if not row["error"]]
+    print(f"wrote {3 * len(scored)} PNG files and results.csv to {out} "
+          f"({sum(row['decision'] == 'anomalous' for row in scored)} of {len(scored)} images anomalous at "
+          f"epsilon={epsilon:g})")
+    failed = [row for row in rows if row["error"]]
+    if failed:
+        print(f"sklearn-uflow: {len(failed)} of {len(rows)} files failed, e.g. {failed[0]['image']}: "
+              f"{failed[0]['error']} (see the error column of results.csv)", file=sys.stderr)
 
 
 def _metric_table(detector, images, masks, labels, epsilon):
     from .metrics import aupro, image_roc_auc, mean_iou, pixel_roc_auc
 
-    maps = detector.anomaly_maps(images)
-    predicted = detector.log_nfa_maps(images) <= np.log10(epsilon)
+    maps, log_nfa = detector._maps_and_log_nfa(images)
+    predicted = log_nfa <= np.log10(epsilon)
     good = labels == 0
     table = [("images (good / defective)", f"{int(good.sum())} / {int((~good).sum())}")]
     if masks.any() and not masks.all():
@@ -142,14 +133,18 @@ def _load(path):
 
 
 def cmd_predict(args):
+    from .batch import score_files
+
     detector = _load(args.model)
     files = _image_files(args.images)
-    color = "gray" if detector.n_channels_ == 1 else "rgb"
-    images = _read_images(files, detector.image_size_, color)
-    names = [f.stem for f in files]
-    if len(set(names)) < len(names):
-        names = [f"{i:05d}_{f.stem}" for i, f in enumerate(files)]
-    _write_predictions(detector, images, names, Path(args.output), args.epsilon or detector.epsilon)
+    epsilon = args.epsilon or detector.epsilon
+    start = time.perf_counter()
+    rows = score_files(detector, files, args.output, epsilon=epsilon, scheduler=args.scheduler,
+                       files_per_task=args.files_per_task)
+    where = f"on the Dask cluster at {args.scheduler}" if args.scheduler else "in this process"
+    print(f"scored {len(files)} files {where} in {time.perf_counter() - start:.1f} s")
+    _report(rows, Path(args.output), epsilon)
+    return 1 if any(row["error"] for row in rows) else 0
 
 
 def cmd_evaluate(args):
@@ -217,6 +212,11 @@ def build_parser():
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--epsilon", type=float, default=None, help="NFA threshold (default: the model's)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="score on the Dask cluster at this address, e.g. tcp://10.0.0.5:8786 (needs the "
+                        "dask extra; the output folder must be shared with the workers)")
+    p.add_argument("--files-per-task", type=int, default=None,
+                   help="files read and scored together (default: the model's scoring batch, 16)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="print the metric table on an MVTec-layout folder")
@@ -237,11 +237,11 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except (CommandError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"sklearn-uflow: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

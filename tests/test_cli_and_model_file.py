@@ -29,7 +29,7 @@ def test_fit_predict_evaluate_on_real_folder(data_dir, tmp_path):
     predict = _cli("predict", model, category / "test/good", category / "test/colour", "-o", out)
     assert predict.returncode == 0, predict.stderr
     rows = (out / "results.csv").read_text().strip().splitlines()
-    assert rows[0] == "image,max_anomaly_score,decision,min_log10_nfa,n_regions" and len(rows) == 1 + 23
+    assert rows[0] == "image,max_anomaly_score,decision,min_log10_nfa,n_regions,error" and len(rows) == 1 + 23
     for kind in ("map", "mask", "overlay"):
         assert len(list(out.glob(f"*_{kind}.png"))) == 23
 

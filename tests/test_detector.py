@@ -5,9 +5,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
 
 from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
 from sklearn_uflow.metrics import aupro, image_roc_auc, pixel_roc_auc
+from sklearn_uflow.scoring import smooth_maps
 
 
 def test_outputs_have_the_contracted_shapes(fitted_detector, defects):
@@ -34,7 +36,7 @@ def test_decisions_agree_with_masks(fitted_detector, defects):
     np.testing.assert_array_equal(predicted == -1, decision <= 0)
 
 
-def test_anomaly_map_follows_equation_2(fitted_detector, defects):
+def test_anomaly_map_follows_equation_2_then_smoothing(fitted_detector, defects):
     X, _, _ = defects
     latents = fitted_detector.latents(X[:2])
     # recompute eq. 2 with numpy: per scale exp(-mean_k z^2 / 2), bilinear up, mean, 1 - .
@@ -42,8 +44,21 @@ def test_anomaly_map_follows_equation_2(fitted_detector, defects):
     for z in latents:
         score = torch.exp(-0.5 * z.pow(2).mean(1, keepdim=True))
         expected = expected + torch.nn.functional.interpolate(score, size=(64, 64), mode="bilinear").squeeze(1)
-    expected = 1 - expected / len(latents)
-    np.testing.assert_allclose(fitted_detector.anomaly_maps(X[:2]), expected.numpy(), rtol=1e-5, atol=1e-6)
+    expected = (1 - expected / len(latents)).numpy()
+    unsmoothed = pickle.loads(pickle.dumps(fitted_detector)).set_params(map_smoothing=0)
+    np.testing.assert_allclose(unsmoothed.anomaly_maps(X[:2]), expected, rtol=1e-5, atol=1e-6)
+    # map_smoothing is in cells of the finest latent grid: 64 / 16 = 4 pixels per unit.
+    assert latents[0].shape[-1] == 16 and fitted_detector.map_smoothing == 1.0
+    smoothed = np.stack([gaussian_filter(m.astype(np.float64), 4.0, mode="nearest") for m in expected])
+    np.testing.assert_allclose(fitted_detector.anomaly_maps(X[:2]), smoothed, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 3.7, 12.0])
+def test_smooth_maps_is_scipys_gaussian_filter(sigma, rng):
+    maps = rng.random((3, 20, 31))
+    expected = np.stack([gaussian_filter(m, sigma, mode="nearest", truncate=4.0) for m in maps])
+    np.testing.assert_allclose(smooth_maps(torch.from_numpy(maps), sigma).numpy(), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(smooth_maps(torch.from_numpy(maps), 0).numpy(), maps)
 
 
 def test_it_finds_synthetic_defects(defects, small_extractor):
@@ -89,6 +104,7 @@ def test_contamination_sets_the_share_of_training_outliers(defects, small_extrac
         (dict(validation_fraction=1.0), "validation_fraction"),
         (dict(max_epochs=0), "max_epochs"),
         (dict(learning_rate=-1), "learning_rate"),
+        (dict(map_smoothing=-1.0), "map_smoothing"),
     ],
 )
 def test_bad_parameters(params, match, defects, small_extractor):

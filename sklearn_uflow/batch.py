@@ -1,0 +1,204 @@
+"""Score collections of image files, in this process or on a Dask cluster.
+
+:func:`score_files` cuts a list of files into tasks of ``files_per_task``
+files. Each task reads its files, scores them with one pass of the backbone
+and the flow, writes an anomaly map, a mask and an overlay per image, and
+returns one summary row per file. Run in-process or on a cluster, the tasks
+are the same, so the files and the summary are the same. A file that cannot
+be read or scored gets a row with its error; the others carry on.
+"""
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["COLOUR_RANGE", "RESULT_COLUMNS", "score_files", "write_outputs", "write_results"]
+
+RESULT_COLUMNS = ("image", "max_anomaly_score", "decision", "min_log10_nfa", "n_regions", "error")
+
+# One colour scale for every image and every run, so that pictures are
+# comparable and do not depend on which other images were scored with them.
+# Its bottom is the anomaly score (eq. 2) of a pixel whose latents have their
+# expected energy under normality, u = C at every scale: 1 - exp(-1/2).
+COLOUR_RANGE = (1.0 - math.exp(-0.5), 1.0)
+
+
+def output_names(files):
+    """File stems, made unique (by a running number) where two files share one."""
+    names = [Path(f).stem for f in files]
+    if len(set(names)) < len(names):
+        names = [f"{i:05d}_{name}" for i, name in enumerate(names)]
+    return names
+
+
+def _row(name, error=None):
+    return dict.fromkeys(RESULT_COLUMNS, "") | {"image": name, "error": error or ""}
+
+
+def write_outputs(images, maps, log_nfa, names, output_dir, epsilon):
+    """Write each image's map, mask and overlay PNG files; one summary row each."""
+    from skimage.measure import label
+
+    from .plotting import heatmap, overlay
+
+    output_dir, rows = Path(output_dir), []
+    for image, scores, nfa, name in zip(images, maps, log_nfa, names):
+        mask = nfa <= np.log10(epsilon)
+        save_png(heatmap(scores, *COLOUR_RANGE), output_dir / f"{name}_map.png")
+        save_png(mask.astype(np.uint8) * 255, output_dir / f"{name}_mask.png")
+        save_png(overlay(image, scores, mask, vmin=COLOUR_RANGE[0], vmax=COLOUR_RANGE[1]),
+                 output_dir / f"{name}_overlay.png")
+        rows.append(_row(name) | {
+            "max_anomaly_score": float(scores.max()),
+            "decision": "anomalous" if mask.any() else "normal",
+            "min_log10_nfa": float(nfa.min()),
+            "n_regions": int(label(mask, connectivity=1).max()),
+        })
+    return rows
+
+
+def _error(exc):
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _score_task(detector, files, names, output_dir, epsilon):
+    """Read, score and write one task's files; one summary row per file."""
+    from .datasets import read_image
+
+    color = "gray" if detector.n_channels_ == 1 else "rgb"
+    rows, images, read = {}, [], []
+    for file, name in zip(files, names):
+        try:
+            images.append(read_image(file, color=color, image_size=detector.image_size_))
+            read.append(name)
+        except (ValueError, OSError) as exc:
+            rows[name] = _row(name, str(exc).splitlines()[0])
+    if images:
+        try:
+            maps, log_nfa = detector._maps_and_log_nfa(np.stack(images))
+            rows |= {row["image"]: row for row in write_outputs(images, maps, log_nfa, read, output_dir, epsilon)}
+        except Exception as exc:  # noqa: BLE001 - one task's failure must not end the run
+            rows |= {name: _row(name, _error(exc)) for name in read}
+    return [rows[name] for name in names]
+
+
+def save_png(array, path):
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+
+
+def _client(scheduler):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ImportError("scoring on a Dask cluster needs the dask extra: pip install 'sklearn-uflow[dask]'") from None
+    if isinstance(scheduler, Client):
+        return scheduler, False
+    return Client(scheduler), True
+
+
+def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, files_per_task=None):
+    """Score image files and write their maps, masks, overlays and a summary.
+
+    For each image ``NAME``, writes ``NAME_map.png`` (the anomaly map in the
+    colour range :data:`COLOUR_RANGE`), ``NAME_mask.png`` (the pixels with
+    ``NFA <= epsilon``) and ``NAME_overlay.png``, and for the whole run
+    ``results.csv`` with the columns :data:`RESULT_COLUMNS`.
+
+    Parameters
+    ----------
+    detector : UFlowDetector
+        A fitted detector with its own feature step. Images are read in its
+        colour mode and resized to its ``image_size_``.
+    files : list of path-like
+        Image files. Output names are their stems (numbered when two share
+        one).
+    output_dir : path-like
+        Folder for the outputs, created if needed. On a cluster, the workers
+        write there: it must be on a file system they share.
+    epsilon : float, default=None
+        NFA threshold of the masks; the detector's ``epsilon`` by default.
+    scheduler : None, str or distributed.Client, default=None
+        ``None`` scores in this process. An address (``"tcp://host:8786"``)
+        or a ``Client`` scores on that Dask cluster: the detector is sent
+        once to each worker, and the tasks carry only file names.
+    files_per_task : int, default=None
+        Files read and scored together by one task; by default the detector's
+        scoring batch (16 images, or ``batch_size`` if larger), with which a
+        collection of readable files gives the figures of in-process scoring
+        of the image array bit for bit.
+
+    Returns
+    -------
+    rows : list of dict
+        One row per file, in the order of ``files``, with the keys
+        :data:`RESULT_COLUMNS`; ``error`` is empty for files that were
+        scored.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.batch import score_files
+    >>> rows = score_files(detector, files, "out")  # doctest: +SKIP
+    >>> rows = score_files(detector, files, "/shared/out", scheduler="tcp://10.0.0.5:8786")  # doctest: +SKIP
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(detector, "flow_")
+    if getattr(detector, "extractor_", None) is None:
+        raise TypeError("score_files needs a detector with its own feature step, not extractor='precomputed'.")
+    epsilon = detector.epsilon if epsilon is None else epsilon
+    files_per_task = files_per_task or detector._scoring_batch_size
+    files = [os.fspath(f) for f in files]
+    names = output_names(files)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [(files[i : i + files_per_task], names[i : i + files_per_task])
+             for i in range(0, len(files), files_per_task)]
+
+    if scheduler is None:
+        results = [_score_task(detector, task_files, task_names, output_dir, epsilon)
+                   for task_files, task_names in tasks]
+    else:
+        results = _score_on_cluster(detector, tasks, output_dir, epsilon, scheduler)
+    rows = [row for task_rows in results for row in task_rows]
+    write_results(rows, output_dir / "results.csv")
+    return rows
+
+
+def _score_on_cluster(detector, tasks, output_dir, epsilon, scheduler):
+    from distributed import wait
+
+    client, owned = _client(scheduler)
+    try:
+        # One copy of the model per worker, not one per task.
+        model = client.scatter(detector, broadcast=True, hash=False)
+        futures = [client.submit(_score_task, model, task_files, task_names, os.fspath(output_dir), epsilon,
+                                 pure=False)
+                   for task_files, task_names in tasks]
+        wait(futures)
+        results = []
+        for future, (_, task_names) in zip(futures, tasks):
+            if future.status == "finished":
+                results.append(future.result())
+            else:  # a lost worker, say: the task's files fail, the run goes on
+                results.append([_row(name, _error(future.exception())) for name in task_names])
+        return results
+    finally:
+        if owned:
+            client.close()
+
+
+def _format(value):
+    return f"{value:.6f}" if isinstance(value, float) else value
+
+
+def write_results(rows, path):
+    """Write summary rows (dicts keyed by :data:`RESULT_COLUMNS`) as CSV."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(RESULT_COLUMNS)
+        writer.writerows([_format(row[key]) for key in RESULT_COLUMNS] for row in rows)
