@@ -238,7 +238,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         status = args.func(args)
-    except (CommandError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (CommandError, ValueError, OSError, RuntimeError, ImportError) as exc:
         print(f"sklearn-uflow: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     return status or 0

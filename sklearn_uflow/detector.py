@@ -72,10 +72,10 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         Flow steps per scale.
     affine_clamp : float, default=2.0
         Soft clamping of the coupling log-scales.
-    map_smoothing : float, default=1.0
+    map_smoothing : float, default=0.5
         Standard deviation of the Gaussian filter applied to the anomaly
-        maps, in cells of the finest latent grid (4 pixels for the Lite0
-        preset at 256x256). 0 keeps the paper's map as it is. The default was
+        maps, in cells of the finest latent grid (one cell is 4 pixels for
+        the Lite0 preset at 256x256). 0 keeps the paper's map as it is. The default was
         chosen on synthetic defects planted in the validation images of the
         benchmark datasets, not on their test images. The a contrario
         masks and scores do not depend on it.
@@ -168,7 +168,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
     """
 
     def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4,
-                 affine_clamp=2.0, map_smoothing=1.0, max_epochs=20, batch_size=4, learning_rate=5e-3,
+                 affine_clamp=2.0, map_smoothing=0.5, max_epochs=20, batch_size=4, learning_rate=5e-3,
                  weight_decay=0.0, validation_fraction=0.1, n_iter_no_change=5, tol=1e-4, contamination="auto",
                  epsilon=1.0, nfa_null="validation", device="auto", random_state=None, verbose=0, n_jobs=None):
         self.extractor = extractor
@@ -351,7 +351,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
 
     def _map(self, latents):
         sigma = self.map_smoothing * self.image_size_[0] / self.latent_shapes_[0][1]
-        return smooth_maps(anomaly_map(latents, self.image_size_), sigma).cpu().numpy()
+        return smooth_maps(anomaly_map(latents, self.image_size_).cpu().numpy(), sigma)
 
     def _log_nfa(self, latents):
         return log_nfa_maps(latents, self.image_size_, n_jobs=self.n_jobs, null=self.null_)
