@@ -22,7 +22,13 @@ extensions = [
 ]
 
 autosummary_generate = True
-autodoc_default_options = {"inherited-members": False}
+# scikit-learn generates set_*_request methods (metadata routing) on estimators
+# whose methods take extra arguments; their docstrings point into scikit-learn's
+# own glossary, which cannot be resolved here.
+autodoc_default_options = {
+    "inherited-members": False,
+    "exclude-members": ",".join(f"set_{m}_request" for m in ("fit", "partial_fit", "score", "predict", "transform")),
+}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 templates_path = ["_templates"]
