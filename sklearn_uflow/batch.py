@@ -26,12 +26,18 @@ RESULT_COLUMNS = ("image", "max_anomaly_score", "decision", "min_log10_nfa", "n_
 COLOUR_RANGE = (1.0 - math.exp(-0.5), 1.0)
 
 
-def output_names(files):
+def _output_names(files):
     """File stems, made unique (by a running number) where two files share one."""
     names = [Path(f).stem for f in files]
     if len(set(names)) < len(names):
         names = [f"{i:05d}_{name}" for i, name in enumerate(names)]
     return names
+
+
+def _save_png(array, path):
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
 
 
 def _row(name, error=None):
@@ -47,9 +53,9 @@ def write_outputs(images, maps, log_nfa, names, output_dir, epsilon):
     output_dir, rows = Path(output_dir), []
     for image, scores, nfa, name in zip(images, maps, log_nfa, names):
         mask = nfa <= np.log10(epsilon)
-        save_png(heatmap(scores, *COLOUR_RANGE), output_dir / f"{name}_map.png")
-        save_png(mask.astype(np.uint8) * 255, output_dir / f"{name}_mask.png")
-        save_png(overlay(image, scores, mask, vmin=COLOUR_RANGE[0], vmax=COLOUR_RANGE[1]),
+        _save_png(heatmap(scores, *COLOUR_RANGE), output_dir / f"{name}_map.png")
+        _save_png(mask.astype(np.uint8) * 255, output_dir / f"{name}_mask.png")
+        _save_png(overlay(image, scores, mask, vmin=COLOUR_RANGE[0], vmax=COLOUR_RANGE[1]),
                  output_dir / f"{name}_overlay.png")
         rows.append(_row(name) | {
             "max_anomaly_score": float(scores.max()),
@@ -83,12 +89,6 @@ def _score_task(detector, files, names, output_dir, epsilon):
         except Exception as exc:  # noqa: BLE001 - one task's failure must not end the run
             rows |= {name: _row(name, _error(exc)) for name in read}
     return [rows[name] for name in names]
-
-
-def save_png(array, path):
-    from PIL import Image
-
-    Image.fromarray(array).save(path)
 
 
 def _client(scheduler):
@@ -153,7 +153,7 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
     epsilon = detector.epsilon if epsilon is None else epsilon
     files_per_task = files_per_task or detector._scoring_batch_size
     files = [os.fspath(f) for f in files]
-    names = output_names(files)
+    names = _output_names(files)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tasks = [(files[i : i + files_per_task], names[i : i + files_per_task])

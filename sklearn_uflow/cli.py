@@ -84,7 +84,7 @@ def _write_predictions(detector, images, names, out, epsilon):
     rows = write_outputs(images, maps, log_nfa, names, out, epsilon)
     write_results(rows, out / "results.csv")
     _report(rows, out, epsilon)
-    return rows
+    return maps, log_nfa
 
 
 def _report(rows, out, epsilon):
@@ -98,10 +98,9 @@ def _report(rows, out, epsilon):
               f"{failed[0]['error']} (see the error column of results.csv)", file=sys.stderr)
 
 
-def _metric_table(detector, images, masks, labels, epsilon):
+def _metric_table(maps, log_nfa, masks, labels, epsilon):
     from .metrics import aupro, image_roc_auc, mean_iou, pixel_roc_auc
 
-    maps, log_nfa = detector._maps_and_log_nfa(images)
     predicted = log_nfa <= np.log10(epsilon)
     good = labels == 0
     table = [("images (good / defective)", f"{int(good.sum())} / {int((~good).sum())}")]
@@ -155,7 +154,8 @@ def cmd_evaluate(args):
                                color="gray" if detector.n_channels_ == 1 else "rgb")
     if data.test_images is None:
         raise CommandError(f"{args.dataset_dir} has no test images")
-    _metric_table(detector, data.test_images, data.test_masks, data.test_labels, args.epsilon or detector.epsilon)
+    maps, log_nfa = detector._maps_and_log_nfa(data.test_images)
+    _metric_table(maps, log_nfa, data.test_masks, data.test_labels, args.epsilon or detector.epsilon)
 
 
 def cmd_run(args):
@@ -176,8 +176,8 @@ def cmd_run(args):
     out.mkdir(parents=True, exist_ok=True)
     detector.save(out / "model.uflow")
     if test is not None:
-        _write_predictions(detector, test, names, out, args.epsilon)
-        _metric_table(detector, test, test_masks, labels, args.epsilon)
+        maps, log_nfa = _write_predictions(detector, test, names, out, args.epsilon)
+        _metric_table(maps, log_nfa, test_masks, labels, args.epsilon)
 
 
 def _training_options(parser):

@@ -83,6 +83,22 @@ def saved(tmp_path_factory):
     return detector, path, X
 
 
+def test_predict_scores_what_it_can_and_exits_with_1(saved, tmp_path):
+    from PIL import Image
+
+    _, path, X = saved
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(X[i]).save(folder / f"{i}.png")
+    (folder / "2.png").write_bytes(b"truncated")
+    result = _cli("predict", path, folder, "-o", tmp_path / "out")
+    assert result.returncode == 1 and "1 of 3 files failed" in result.stderr
+    rows = (tmp_path / "out/results.csv").read_text().strip().splitlines()
+    assert len(rows) == 4 and rows[3].startswith("2,,,,,could not read image")
+    assert len(list((tmp_path / "out").glob("*_mask.png"))) == 2
+
+
 def test_save_load_round_trip(saved):
     detector, path, X = saved
     loaded = UFlowDetector.load(path)
