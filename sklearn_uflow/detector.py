@@ -75,10 +75,10 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
     map_smoothing : float, default=0.5
         Standard deviation of the Gaussian filter applied to the anomaly
         maps, in cells of the finest latent grid (one cell is 4 pixels for
-        the Lite0 preset at 256x256). 0 keeps the paper's map as it is. The default was
-        chosen on synthetic defects planted in the validation images of the
-        benchmark datasets, not on their test images. The a contrario
-        masks and scores do not depend on it.
+        the Lite0 preset at 256x256); 0 keeps the paper's map as it is. The
+        default was chosen on synthetic defects planted in held-out good
+        training images of the benchmark datasets, not on their test
+        images. The a contrario masks and scores do not depend on it.
     max_epochs : int, default=20
         Maximum passes over the training images.
     batch_size : int, default=4
