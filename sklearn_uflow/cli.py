@@ -64,9 +64,11 @@ def _make_extractor(args):
 def _fit(train, args):
     from . import UFlowDetector
 
-    detector = UFlowDetector(_make_extractor(args), max_epochs=args.max_epochs, batch_size=args.batch_size,
-                             learning_rate=args.learning_rate, epsilon=args.epsilon, device=args.device,
-                             random_state=args.seed, verbose=int(not args.quiet))
+    # Training options left out on the command line keep UFlowDetector's defaults.
+    training = {name: getattr(args, name) for name in ("max_epochs", "batch_size", "learning_rate")
+                if getattr(args, name) is not None}
+    detector = UFlowDetector(_make_extractor(args), epsilon=args.epsilon, device=args.device,
+                             random_state=args.seed, verbose=int(not args.quiet), **training)
     start = time.perf_counter()
     detector.fit(train)
     history = detector.history_
@@ -186,9 +188,8 @@ def _training_options(parser):
                         help="feature extractor (default: efficientnet_lite0, offline weights)")
     parser.add_argument("--image-size", type=int, default=256, help="images are resized to this size (default 256)")
     parser.add_argument("--input-size", type=int, default=256, help="backbone input size for CNNs (default 256)")
-    parser.add_argument("--max-epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=5e-3)
+    for option, kind in (("--max-epochs", int), ("--batch-size", int), ("--learning-rate", float)):
+        parser.add_argument(option, type=kind, help="default: UFlowDetector's")
     parser.add_argument("--epsilon", type=float, default=1.0,
                         help="NFA threshold: expected false regions per normal image (default 1)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")

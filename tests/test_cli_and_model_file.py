@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
-from sklearn_uflow.model_file import ModelFileError
+from sklearn_uflow.model_file import ModelFileError, load_detector
 
 CLI = [sys.executable, "-m", "sklearn_uflow.cli"]
 
@@ -24,6 +24,11 @@ def test_fit_predict_evaluate_on_real_folder(data_dir, tmp_path):
                "--max-epochs", 2, "--quiet")
     assert fit.returncode == 0, fit.stderr
     assert "fitted on 28 images" in fit.stdout and model.is_file()
+    # Options given on the command line are used; the others keep the detector's defaults.
+    params = load_detector(model).get_params()
+    assert params["max_epochs"] == 2
+    assert params["learning_rate"] == UFlowDetector().learning_rate
+    assert params["batch_size"] == UFlowDetector().batch_size
 
     out = tmp_path / "out"
     predict = _cli("predict", model, category / "test/good", category / "test/colour", "-o", out)
