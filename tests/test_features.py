@@ -37,6 +37,23 @@ def test_lite0_preset_shapes_and_rows():
     np.testing.assert_allclose(step.set_params(batch_size=1).transform(X), rows, rtol=1e-4, atol=1e-4)
 
 
+def test_pooling_averages_each_scale_over_its_window_inside_the_map():
+    X = np.random.default_rng(3).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    raw = CNNFeatureTransformer(input_size=64, pooling=1, device="cpu").fit(X).extract(X)
+    pooled = CNNFeatureTransformer(input_size=64, pooling=(3, 5, 1), device="cpu").fit(X).extract(X)
+    for m, p, k in zip(raw, pooled, (3, 5, 1)):
+        m, r = m.double().numpy(), k // 2
+        h, w = m.shape[-2:]
+        expected = np.empty_like(m)
+        for i in range(h):
+            for j in range(w):  # the mean over the window's cells that lie inside the map
+                expected[..., i, j] = m[..., max(i - r, 0) : i + r + 1, max(j - r, 0) : j + r + 1].mean(axis=(-2, -1))
+        np.testing.assert_allclose(p.numpy(), expected, rtol=1e-5, atol=1e-5)
+    for bad in (2, 0, (3, 3), (3, 3, 4), "3"):
+        with pytest.raises(ValueError, match="pooling must be"):
+            CNNFeatureTransformer(input_size=32, pooling=bad, device="cpu").fit(X)
+
+
 def test_grayscale_is_replicated():
     gray = np.random.default_rng(1).random((2, 32, 32))
     step = CNNFeatureTransformer(input_size=32, device="cpu").fit(gray)
