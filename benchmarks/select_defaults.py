@@ -98,10 +98,31 @@ def plant_large_defects(images, seed=1):
     return np.stack(out), np.stack(masks)
 
 
+def held_out_families(train):
+    """The training images to fit on, and the held-out 10 % with their
+    planted defects: ``[(images, masks)]`` for the small and large families,
+    the clean held-out images included in each."""
+    order = np.random.default_rng(0).permutation(len(train))
+    held_out, fit_on = train[np.sort(order[: len(train) // 10])], train[np.sort(order[len(train) // 10 :])]
+    clean = np.zeros((len(held_out), *held_out.shape[1:3]), bool)
+    return fit_on, [(np.concatenate([held_out, X]), np.concatenate([clean, masks]))
+                    for X, masks in (plant_defects(held_out), plant_large_defects(held_out))]
+
+
+def family_scores(detector, families):
+    """Pixel AUROC and AUPRO, in %, of each family: ``[small AUROC, small AUPRO, large AUROC, large AUPRO]``."""
+    from sklearn_uflow.metrics import aupro, pixel_roc_auc
+
+    values = []
+    for X, masks in families:
+        maps = detector.anomaly_maps(X)
+        values += [100 * pixel_roc_auc(masks, maps), 100 * aupro(masks, maps)]
+    return values
+
+
 def main(categories):
     from sklearn_uflow import UFlowDetector
     from sklearn_uflow.datasets import load_anomaly_folder
-    from sklearn_uflow.metrics import aupro, pixel_roc_auc
 
     rows, scores = [], {}
     # Load the backbone and warm up the kernels once, so that the first
@@ -110,12 +131,7 @@ def main(categories):
     UFlowDetector("efficientnet_lite0", max_epochs=1, validation_fraction=0.25, device="cpu").fit(warm_up)
     for category in categories:
         train = load_anomaly_folder(data_dir() / category, image_size=256).train_images
-        order = np.random.default_rng(0).permutation(len(train))
-        held_out, fit_on = train[np.sort(order[: len(train) // 10])], train[np.sort(order[len(train) // 10 :])]
-        clean = np.zeros((len(held_out), *held_out.shape[1:3]), bool)
-        families = {name: (np.concatenate([held_out, X]), np.concatenate([clean, masks]))
-                    for name, (X, masks) in (("small", plant_defects(held_out)),
-                                              ("large", plant_large_defects(held_out)))}
+        fit_on, families = held_out_families(train)
         for learning_rate, max_epochs in TRAINING:
             detector = UFlowDetector("efficientnet_lite0", learning_rate=learning_rate, max_epochs=max_epochs,
                                      random_state=0, device="cpu")
@@ -124,10 +140,7 @@ def main(categories):
             fit_seconds = (time.perf_counter() - start) / len(fit_on)
             for width in WIDTHS:
                 detector.set_params(map_smoothing=width)
-                values = []
-                for X, masks in families.values():
-                    maps = detector.anomaly_maps(X)
-                    values += [100 * pixel_roc_auc(masks, maps), 100 * aupro(masks, maps)]
+                values = family_scores(detector, families)
                 key = (learning_rate, max_epochs, width)
                 scores.setdefault(key, []).append((np.mean(values), fit_seconds))
                 rows.append([category, f"{learning_rate:g}", max_epochs, width, *(f"{v:.2f}" for v in values),

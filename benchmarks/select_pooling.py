@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from _report import data_dir, write_table
-from select_defaults import CATEGORIES, WIDTHS, plant_defects, plant_large_defects
+from select_defaults import CATEGORIES, WIDTHS, family_scores, held_out_families
 
 # Window sides of the strides 4, 8 and 16, finest first; the first is no pooling.
 CANDIDATES = ((1, 1, 1), (3, 3, 1), (3, 3, 3), (5, 5, 1))
@@ -26,16 +26,11 @@ CANDIDATES = ((1, 1, 1), (3, 3, 1), (3, 3, 3), (5, 5, 1))
 def main(categories):
     from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
     from sklearn_uflow.datasets import load_anomaly_folder
-    from sklearn_uflow.metrics import aupro, pixel_roc_auc
 
     rows, scores = [], {}
     for category in categories:
         train = load_anomaly_folder(data_dir() / category, image_size=256).train_images
-        order = np.random.default_rng(0).permutation(len(train))
-        held_out, fit_on = train[np.sort(order[: len(train) // 10])], train[np.sort(order[len(train) // 10 :])]
-        clean = np.zeros((len(held_out), *held_out.shape[1:3]), bool)
-        families = [(np.concatenate([held_out, X]), np.concatenate([clean, masks]))
-                    for X, masks in (plant_defects(held_out), plant_large_defects(held_out))]
+        fit_on, families = held_out_families(train)
         for pooling in CANDIDATES:
             extractor = CNNFeatureTransformer("efficientnet_lite0", pooling=pooling)
             detector = UFlowDetector(extractor, random_state=0, device="cpu")
@@ -44,10 +39,7 @@ def main(categories):
             fit_seconds = (time.perf_counter() - start) / len(fit_on)
             for width in WIDTHS:
                 detector.set_params(map_smoothing=width)
-                values = []
-                for X, masks in families:
-                    maps = detector.anomaly_maps(X)
-                    values += [100 * pixel_roc_auc(masks, maps), 100 * aupro(masks, maps)]
+                values = family_scores(detector, families)
                 scores.setdefault((pooling, width), []).append(np.mean(values))
                 rows.append([category, str(pooling), width, *(f"{v:.2f}" for v in values),
                              f"{np.mean(values):.2f}", f"{fit_seconds:.2f}"])
