@@ -121,7 +121,7 @@ def family_scores(detector, families):
 
 
 def main(categories):
-    from sklearn_uflow import UFlowDetector
+    from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
     from sklearn_uflow.datasets import load_anomaly_folder
 
     rows, scores = [], {}
@@ -133,7 +133,9 @@ def main(categories):
         train = load_anomaly_folder(data_dir() / category, image_size=256).train_images
         fit_on, families = held_out_families(train)
         for learning_rate, max_epochs in TRAINING:
-            detector = UFlowDetector("efficientnet_lite0", learning_rate=learning_rate, max_epochs=max_epochs,
+            # Without pooling, as when these defaults were chosen (select_pooling.py came after).
+            extractor = CNNFeatureTransformer("efficientnet_lite0", pooling=1)
+            detector = UFlowDetector(extractor, learning_rate=learning_rate, max_epochs=max_epochs,
                                      random_state=0, device="cpu")
             start = time.perf_counter()
             detector.fit(fit_on)

@@ -6,7 +6,9 @@ the other defaults) is fitted on the rest once per candidate, and the
 held-out images are scored as they are and with small and large planted
 defects, with each width of ``map_smoothing`` (pooling smooths too, so the
 two are chosen together). The defaults are the pair with the best mean pixel
-AUROC and AUPRO over categories and families. Writes ``docs/benchmarks/select_pooling.rst``.
+AUROC and AUPRO over categories and families, where candidates within 0.1
+point of the best are told apart by ``select_defaults_small_data.py``.
+Writes ``docs/benchmarks/select_pooling.rst``.
 
 Usage: ``python benchmarks/select_pooling.py [category ...]``
 """
@@ -54,7 +56,9 @@ def main(categories):
                       "defects, small and large (see ``select_defaults.py``); no test image is used. The best "
                       "means over both datasets: " + ", ".join(f"pooling={p}, map_smoothing={w}: {means[p, w]:.2f}"
                                                                for p, w in ranked)
-                      + f". The best pair, ``pooling={best_pooling}, map_smoothing={best_width}``, is the default.")
+                      + f". Candidates within 0.1 point of the best (``pooling={best_pooling}, "
+                      f"map_smoothing={best_width}``) are told apart on a small training set "
+                      "(``select_defaults_small_data.py``).")
 
 
 if __name__ == "__main__":

@@ -313,7 +313,7 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         shapes and wiring - the features are meaningless.
     input_size : int, default=256
         Images are resized to ``input_size x input_size`` before the backbone.
-    pooling : int or tuple of 3 int, default=(3, 3, 1)
+    pooling : int or tuple of 3 int, default=(5, 5, 1)
         Side, in feature cells, of the square window over which each scale's
         features are averaged (stride 1: the shapes do not change), finest
         scale first; 1 leaves a scale as it is, an int applies to all three.
@@ -358,7 +358,7 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
     (2, 10496)
     """
 
-    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256, pooling=(3, 3, 1),
+    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256, pooling=(5, 5, 1),
                  batch_size="auto", device="auto", verbose=0):
         self.backbone = backbone
         self.weights = weights
