@@ -14,12 +14,11 @@ Usage: ``python benchmarks/select_pooling.py [category ...]``
 """
 
 import sys
-import time
 
 import numpy as np
 
 from _report import data_dir, write_table
-from select_defaults import CATEGORIES, WIDTHS, family_scores, held_out_families
+from select_defaults import CATEGORIES, fit_and_score, held_out_families
 
 # Window sides of the strides 4, 8 and 16, finest first; the first is no pooling.
 CANDIDATES = ((1, 1, 1), (3, 3, 1), (3, 3, 3), (5, 5, 1))
@@ -36,12 +35,7 @@ def main(categories):
         for pooling in CANDIDATES:
             extractor = CNNFeatureTransformer("efficientnet_lite0", pooling=pooling)
             detector = UFlowDetector(extractor, random_state=0, device="cpu")
-            start = time.perf_counter()
-            detector.fit(fit_on)
-            fit_seconds = (time.perf_counter() - start) / len(fit_on)
-            for width in WIDTHS:
-                detector.set_params(map_smoothing=width)
-                values = family_scores(detector, families)
+            for width, values, fit_seconds in fit_and_score(detector, fit_on, families):
                 scores.setdefault((pooling, width), []).append(np.mean(values))
                 rows.append([category, str(pooling), width, *(f"{v:.2f}" for v in values),
                              f"{np.mean(values):.2f}", f"{fit_seconds:.2f}"])
