@@ -3,6 +3,7 @@
 import datetime
 import os
 import platform
+import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
@@ -33,9 +34,11 @@ def machine():
 def write_table(name, title, header, rows, notes=""):
     """Write an rst page with a list-table and the date and machine it ran on."""
     DOCS.mkdir(parents=True, exist_ok=True)
+    # The script that ran, which need not share the page's name (one script can write several pages).
+    script = Path(sys.argv[0]).name if sys.argv[0].endswith(".py") else f"{name}.py"
     lines = [title, "=" * len(title), "",
              f"Measured on {datetime.date.today().isoformat()}, {machine()}, by "
-             f"``python benchmarks/{name}.py``.", ""]
+             f"``python benchmarks/{script}``.", ""]
     if notes:
         lines += [notes, ""]
     lines += [".. list-table::", "   :header-rows: 1", ""]

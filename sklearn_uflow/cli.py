@@ -58,7 +58,10 @@ def _make_extractor(args):
 
     if args.extractor == "mscait":
         return MSCaiTTransformer()
-    return CNNFeatureTransformer(args.extractor, input_size=args.input_size)
+    options = {"input_size": args.input_size}
+    if args.pooling is not None:  # one side for every scale, or one per scale
+        options["pooling"] = args.pooling[0] if len(args.pooling) == 1 else tuple(args.pooling)
+    return CNNFeatureTransformer(args.extractor, **options)
 
 
 def _fit(train, args):
@@ -188,6 +191,9 @@ def _training_options(parser):
                         help="feature extractor (default: efficientnet_lite0, offline weights)")
     parser.add_argument("--image-size", type=int, default=256, help="images are resized to this size (default 256)")
     parser.add_argument("--input-size", type=int, default=256, help="backbone input size for CNNs (default 256)")
+    parser.add_argument("--pooling", type=int, nargs="+", metavar="SIDE",
+                        help="CNN feature pooling window, one odd side for all scales or one per scale, finest "
+                             "first (default: CNNFeatureTransformer's, 5 5 1)")
     for option, kind in (("--max-epochs", int), ("--batch-size", int), ("--learning-rate", float)):
         parser.add_argument(option, type=kind, help="default: UFlowDetector's")
     parser.add_argument("--epsilon", type=float, default=1.0,

@@ -29,6 +29,7 @@ __all__ = [
     "BaseFeatureExtractor",
     "CNNFeatureTransformer",
     "MSCaiTTransformer",
+    "fold_batch_norms",
     "make_feature_extractor",
     "split_features",
     "lite0_imagenet_state_dict",
@@ -155,6 +156,65 @@ def _timm_model(name, weights, **kwargs):
         raise FileNotFoundError(f"weights file for {name!r} not found: {path!r}.")
     # timm's own way to read a local checkpoint (.pth, .bin or .safetensors).
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": path}, **kwargs)
+
+
+def fold_batch_norms(module):
+    """Fold each batch norm that follows a convolution into it, in place.
+
+    A frozen backbone's batch norm is a fixed affine map per channel, so the
+    convolution before it can absorb it: ``w * s`` and ``(b - mean) * s + beta``
+    with ``s = gamma / sqrt(var + eps)``. The result is the same to rounding
+    and skips one pass over every activation map (about a fifth of Lite0's
+    time on the CPU). A pair is a convolution and the batch norm registered right
+    after it with as many channels, which in timm's EfficientNet and ResNet
+    blocks is the order they run in (the tests check it on every preset).
+    timm's ``BatchNormAct2d`` keeps its activation.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A model in evaluation mode.
+
+    Returns
+    -------
+    module : torch.nn.Module
+        The same model.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_uflow.features import fold_batch_norms
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    >>> _ = net[1].running_mean.uniform_(-1, 1), net[1].running_var.uniform_(0.5, 2)
+    >>> x = torch.randn(2, 3, 8, 8)
+    >>> with torch.no_grad():
+    ...     expected = net.eval()(x)
+    ...     torch.allclose(fold_batch_norms(net)(x), expected, atol=1e-5)
+    True
+    >>> net[1]
+    Identity()
+    """
+    from timm.layers import BatchNormAct2d
+
+    children = list(module.named_children())
+    for (_, conv), (name, norm) in zip(children, children[1:]):
+        if not (isinstance(conv, torch.nn.Conv2d) and type(norm) in (torch.nn.BatchNorm2d, BatchNormAct2d)
+                and norm.track_running_stats and norm.num_features == conv.out_channels):
+            continue
+        scale = norm.running_var.double().add(norm.eps).rsqrt()
+        bias = -norm.running_mean.double() * scale
+        if norm.affine:
+            scale, bias = scale * norm.weight.double(), bias * norm.weight.double() + norm.bias.double()
+        with torch.no_grad():
+            old_bias = conv.bias.double() if conv.bias is not None else 0.0
+            conv.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
+            conv.bias = torch.nn.Parameter((old_bias * scale + bias).to(conv.weight.dtype),
+                                           requires_grad=conv.weight.requires_grad)
+        keep = torch.nn.Sequential(norm.drop, norm.act) if isinstance(norm, BatchNormAct2d) else torch.nn.Identity()
+        setattr(module, name, keep)
+    for _, child in module.named_children():
+        fold_batch_norms(child)
+    return module
 
 
 class _TorchStateMixin:
@@ -383,7 +443,7 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         if hasattr(model, "_stage_out_idx"):
             model.blocks = model.blocks[: max(model._stage_out_idx)]
         # Depthwise convolutions run about twice as fast in channels-last layout.
-        return model.to(memory_format=torch.channels_last)
+        return fold_batch_norms(model.eval()).to(memory_format=torch.channels_last)
 
     @property
     def _input_size(self):

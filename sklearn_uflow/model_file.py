@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 __all__ = ["save_detector", "load_detector", "ModelFileError", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "sklearn-uflow-detector"
-FORMAT_VERSION = 1
+# 2: the backbone is stored with its batch norms folded into its convolutions.
+FORMAT_VERSION = 2
 
 
 class ModelFileError(ValueError):
@@ -121,7 +122,8 @@ def load_detector(path):
         classes = {"CNNFeatureTransformer": CNNFeatureTransformer, "MSCaiTTransformer": MSCaiTTransformer}
         if config.get("class") not in classes:
             raise ModelFileError(f"{path!r} names an unknown feature step {config.get('class')!r}.")
-        extractor_params = dict(config["params"])
+        # JSON turns tuples (the feature step's ``pooling``) into lists; turn them back.
+        extractor_params = {k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()}
         weights = extractor_params.pop("weights")
         detector = UFlowDetector(classes[config["class"]](**extractor_params, weights=weights), **params)
         detector._check_params()

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
-from sklearn_uflow.model_file import ModelFileError, load_detector
+from sklearn_uflow.model_file import FORMAT_VERSION, ModelFileError, load_detector
 
 CLI = [sys.executable, "-m", "sklearn_uflow.cli"]
 
@@ -21,12 +21,12 @@ def test_fit_predict_evaluate_on_real_folder(data_dir, tmp_path):
     category = data_dir / "hazelnut_toy/hazelnut_toy"
     model = tmp_path / "model.uflow"
     fit = _cli("fit", category / "train/good", "-o", model, "--image-size", 64, "--input-size", 64,
-               "--max-epochs", 2, "--quiet")
+               "--max-epochs", 2, "--pooling", 3, 3, 1, "--quiet")
     assert fit.returncode == 0, fit.stderr
     assert "fitted on 28 images" in fit.stdout and model.is_file()
     # Options given on the command line are used; the others keep the detector's defaults.
     params = load_detector(model).get_params()
-    assert params["max_epochs"] == 2
+    assert params["max_epochs"] == 2 and params["extractor__pooling"] == (3, 3, 1)
     assert params["learning_rate"] == UFlowDetector().learning_rate
     assert params["batch_size"] == UFlowDetector().batch_size
 
@@ -180,5 +180,5 @@ def test_pickle_payloads_are_never_executed(saved, tmp_path):
 def test_other_format_version_is_explained(saved, tmp_path):
     _, path, _ = saved
     _rewrite(path, tmp_path / "v99.uflow", format_version="99")
-    with pytest.raises(ModelFileError, match="format '99'.*reads format 1"):
+    with pytest.raises(ModelFileError, match=f"format '99'.*reads format {FORMAT_VERSION}"):
         UFlowDetector.load(tmp_path / "v99.uflow")

@@ -1,3 +1,4 @@
+import copy
 import pickle
 
 import numpy as np
@@ -7,7 +8,13 @@ import torch
 from skimage import data as skdata
 
 from sklearn_uflow import CNNFeatureTransformer, MSCaiTTransformer, split_features
-from sklearn_uflow.features import flatten_maps, lite0_imagenet_state_dict, make_feature_extractor
+from sklearn_uflow.features import (
+    CNN_PRESETS,
+    flatten_maps,
+    fold_batch_norms,
+    lite0_imagenet_state_dict,
+    make_feature_extractor,
+)
 from sklearn_uflow._images import check_images, images_to_tensor
 
 
@@ -89,12 +96,42 @@ def test_missing_weights_fail_with_a_clear_message(monkeypatch, tmp_path):
         MSCaiTTransformer(weights={"cait_m48_448": "x"}).fit(np.zeros((1, 32, 32, 3)))
 
 
+def _randomize_batch_norms(model, seed):
+    """Batch-norm statistics and affine parameters far from the identity of an untrained model."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                for tensor, low, high in ((module.running_mean, -1, 1), (module.running_var, 0.2, 3),
+                                          (module.weight, 0.5, 2), (module.bias, -1, 1)):
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+    return model.eval()
+
+
+@pytest.mark.parametrize("backbone", sorted(CNN_PRESETS))
+def test_folded_batch_norms_give_the_backbone_s_features(backbone):
+    name, out_indices = CNN_PRESETS[backbone]
+    reference = _randomize_batch_norms(timm.create_model(name, features_only=True, out_indices=out_indices), 0)
+    folded = fold_batch_norms(copy.deepcopy(reference))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())  # every one was folded
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for expected, actual in zip(reference(x), folded(x)):
+            torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
 def test_local_weights_file_is_loaded(tmp_path):
-    source = timm.create_model("resnet18", pretrained=False)
+    source = _randomize_batch_norms(timm.create_model("resnet18", pretrained=False), 2)
     path = tmp_path / "resnet18.pth"
     torch.save(source.state_dict(), path)
-    step = CNNFeatureTransformer("resnet18", weights=path, input_size=32, device="cpu").fit(np.zeros((1, 32, 32, 3)))
-    torch.testing.assert_close(step.model_.state_dict()["layer1.0.conv1.weight"], source.layer1[0].conv1.weight)
+    X = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    step = CNNFeatureTransformer("resnet18", weights=path, input_size=32, pooling=1, device="cpu").fit(X)
+    x = images_to_tensor(check_images(X), 32, source.pretrained_cfg["mean"], source.pretrained_cfg["std"])
+    with torch.no_grad():  # the stem and layers 1 to 3 of the checkpoint's network, run by hand
+        y = source.maxpool(source.act1(source.bn1(source.conv1(x))))
+        expected = [y := layer(y) for layer in (source.layer1, source.layer2, source.layer3)]
+    for actual, want in zip(step.extract(X), expected):
+        torch.testing.assert_close(actual, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
 
 
 def test_presets_and_errors():
