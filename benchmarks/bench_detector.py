@@ -51,9 +51,9 @@ def run_category(category):
     good = labels == 0
     by_type = {}
     for kind in sorted(set(data.test_types[~good])):  # each defect type against the good images
-        chosen = good | (data.test_types == kind)
-        by_type[kind] = {"n_images": int((data.test_types == kind).sum()),
-                         "pixel_share": float(masks[data.test_types == kind].sum() / masks.sum()),
+        of_kind = data.test_types == kind
+        chosen = good | of_kind
+        by_type[kind] = {"n_images": int(of_kind.sum()), "pixel_share": float(masks[of_kind].sum() / masks.sum()),
                          "pixel_auroc": pixel_roc_auc(masks[chosen], maps[chosen]),
                          "aupro": aupro(masks[chosen], maps[chosen])}
     curve = [mean_iou(masks, log_nfa <= e) for e in EPSILONS]

@@ -201,11 +201,11 @@ def fold_batch_norms(module):
         if not (isinstance(conv, torch.nn.Conv2d) and type(norm) in (torch.nn.BatchNorm2d, BatchNormAct2d)
                 and norm.track_running_stats and norm.num_features == conv.out_channels):
             continue
-        scale = norm.running_var.double().add(norm.eps).rsqrt()
-        bias = -norm.running_mean.double() * scale
-        if norm.affine:
-            scale, bias = scale * norm.weight.double(), bias * norm.weight.double() + norm.bias.double()
-        with torch.no_grad():
+        with torch.no_grad():  # the parameters may still require gradients here
+            scale = norm.running_var.double().add(norm.eps).rsqrt()
+            bias = -norm.running_mean.double() * scale
+            if norm.affine:
+                scale, bias = scale * norm.weight.double(), bias * norm.weight.double() + norm.bias.double()
             old_bias = conv.bias.double() if conv.bias is not None else 0.0
             conv.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
             conv.bias = torch.nn.Parameter((old_bias * scale + bias).to(conv.weight.dtype),
