@@ -98,21 +98,58 @@ def plant_large_defects(images, seed=1):
     return np.stack(out), np.stack(masks)
 
 
-def held_out_families(train):
+def plant_texture_swaps(images, seed=2):
+    """One large region per image replaced by the same region of another
+    image: a texture that is normal, but not in this image. Half the regions
+    are ellipses with half-axes of 30 to 100 pixels, half are bands from the
+    top edge over 15 to 45 % of the height with a wavy border, rotated by a
+    multiple of 90 degrees (square images); half of them get the brightness of
+    the region they replace."""
+    rng = np.random.default_rng(seed)
+    out, masks = [], []
+    for i, image in enumerate(images):
+        h, w = image.shape[:2]
+        yy, xx = np.mgrid[:h, :w]
+        if rng.random() < 0.5:
+            a, b = rng.uniform(30, 100, 2)
+            cy, cx, angle = rng.uniform(h / 4, 3 * h / 4), rng.uniform(w / 4, 3 * w / 4), rng.uniform(0, np.pi)
+            u = ((yy - cy) * np.cos(angle) + (xx - cx) * np.sin(angle)) / a
+            v = (-(yy - cy) * np.sin(angle) + (xx - cx) * np.cos(angle)) / b
+            region = u**2 + v**2 <= 1
+        else:
+            depth = rng.uniform(0.15, 0.45) * h
+            region = yy < depth + 6 * np.sin(xx / rng.uniform(15, 40) + rng.uniform(0, 6))
+            region = np.rot90(region, rng.integers(4)) if h == w else region
+        other = images[(i + 1 + rng.integers(len(images) - 1)) % len(images)].astype(float)
+        image = image.astype(float)
+        if rng.random() < 0.5:
+            other = other * (image[region].mean() + 1) / (other[region].mean() + 1)
+        weight = gaussian_filter(region.astype(float), 2)
+        if image.ndim == 3:
+            weight = weight[..., None]
+        out.append(np.clip(weight * other + (1 - weight) * image, 0, 255).astype(np.uint8))
+        masks.append(weight.reshape(h, w) > 0.5)
+    return np.stack(out), np.stack(masks)
+
+
+def held_out_families(train, swaps=False):
     """The training images to fit on, and the held-out 10 % with their
     planted defects: ``[(images, masks)]`` for the small and large families,
-    the clean held-out images included in each."""
+    and with ``swaps`` the texture swaps, the clean held-out images included
+    in each."""
     order = np.random.default_rng(0).permutation(len(train))
     held_out, fit_on = train[np.sort(order[: len(train) // 10])], train[np.sort(order[len(train) // 10 :])]
     clean = np.zeros((len(held_out), *held_out.shape[1:3]), bool)
-    return fit_on, [(np.concatenate([held_out, X]), np.concatenate([clean, masks]))
-                    for X, masks in (plant_defects(held_out), plant_large_defects(held_out))]
+    planted = [plant_defects(held_out), plant_large_defects(held_out)]
+    if swaps:
+        planted.append(plant_texture_swaps(held_out))
+    return fit_on, [(np.concatenate([held_out, X]), np.concatenate([clean, masks])) for X, masks in planted]
 
 
 def fit_and_score(detector, fit_on, families):
     """Fit ``detector``, then for each width of ``WIDTHS`` yield it, the pixel
     AUROC and AUPRO in % of each family (``[small AUROC, small AUPRO, large
-    AUROC, large AUPRO]``) and the fit seconds per training image."""
+    AUROC, large AUPRO, ...]``) and the fit seconds per training image."""
     from sklearn_uflow.metrics import aupro, pixel_roc_auc
 
     start = time.perf_counter()

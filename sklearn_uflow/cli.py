@@ -70,8 +70,8 @@ def _fit(train, args):
     # Training options left out on the command line keep UFlowDetector's defaults.
     training = {name: getattr(args, name) for name in ("max_epochs", "batch_size", "learning_rate")
                 if getattr(args, name) is not None}
-    detector = UFlowDetector(_make_extractor(args), epsilon=args.epsilon, device=args.device,
-                             random_state=args.seed, verbose=int(not args.quiet), **training)
+    detector = UFlowDetector(_make_extractor(args), image_context=not args.no_image_context, epsilon=args.epsilon,
+                             device=args.device, random_state=args.seed, verbose=int(not args.quiet), **training)
     start = time.perf_counter()
     detector.fit(train)
     history = detector.history_
@@ -194,6 +194,8 @@ def _training_options(parser):
     parser.add_argument("--pooling", type=int, nargs="+", metavar="SIDE",
                         help="CNN feature pooling window, one odd side for all scales or one per scale, finest "
                              "first (default: CNNFeatureTransformer's, 5 5 1)")
+    parser.add_argument("--no-image-context", action="store_true",
+                        help="the paper's flow: couplings do not see the image's mean features")
     for option, kind in (("--max-epochs", int), ("--batch-size", int), ("--learning-rate", float)):
         parser.add_argument(option, type=kind, help="default: UFlowDetector's")
     parser.add_argument("--epsilon", type=float, default=1.0,

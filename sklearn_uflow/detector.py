@@ -72,11 +72,19 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         Flow steps per scale.
     affine_clamp : float, default=2.0
         Soft clamping of the coupling log-scales.
-    map_smoothing : float, default=1.0
+    image_context : bool, default=True
+        Whether each coupling also sees the image's context: its scale's
+        features averaged over the whole image. This lets the flow flag a
+        large region whose texture is normal for some images but not for the
+        rest of this one; chosen on regions of other images' texture planted
+        in held-out training images (``benchmarks/select_image_context.py``).
+        False gives the paper's flow.
+    map_smoothing : float, default=2.0
         Standard deviation of the Gaussian filter applied to the anomaly
         maps, in cells of the finest latent grid (one cell is 4 pixels for
         the Lite0 preset at 256x256); 0 keeps the paper's map as it is. The
-        a contrario masks and scores do not depend on it.
+        a contrario masks and scores do not depend on it. Chosen with
+        ``image_context``, on the same held-out images.
     max_epochs : int, default=25
         Maximum passes over the training images.
     batch_size : int, default=4
@@ -170,14 +178,16 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
     """
 
     def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4,
-                 affine_clamp=2.0, map_smoothing=1.0, max_epochs=25, batch_size=4, learning_rate=1e-2,
-                 weight_decay=0.0, validation_fraction=0.1, n_iter_no_change=5, tol=1e-4, contamination="auto",
-                 epsilon=1.0, nfa_null="validation", device="auto", random_state=None, verbose=0, n_jobs=None):
+                 affine_clamp=2.0, image_context=True, map_smoothing=2.0, max_epochs=25, batch_size=4,
+                 learning_rate=1e-2, weight_decay=0.0, validation_fraction=0.1, n_iter_no_change=5, tol=1e-4,
+                 contamination="auto", epsilon=1.0, nfa_null="validation", device="auto", random_state=None,
+                 verbose=0, n_jobs=None):
         self.extractor = extractor
         self.feature_shapes = feature_shapes
         self.image_size = image_size
         self.n_flow_steps = n_flow_steps
         self.affine_clamp = affine_clamp
+        self.image_context = image_context
         self.map_smoothing = map_smoothing
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -219,6 +229,10 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             raise ValueError(f"map_smoothing must be a non-negative number, got {self.map_smoothing!r}.")
         if not (isinstance(self.learning_rate, numbers.Real) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}.")
+
+    def _build_flow(self, seed=0):
+        return build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp,
+                           image_context=bool(self.image_context), seed=seed)
 
     def fit(self, X, y=None):
         """Fit the flow on normal images.
@@ -268,7 +282,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         self.latent_shapes_ = latent_shapes(self.feature_shapes_)
 
         seed = seed_from(rng)
-        flow = build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp, seed=seed)
+        flow = self._build_flow(seed)
         flow.standardize_with(train_features)
         self.flow_ = flow.to(self.device_)
         self.history_ = train_flow(
@@ -454,7 +468,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
     def __setstate__(self, state):
         super().__setstate__(state)
         if isinstance(self.__dict__.get("flow_"), dict):
-            flow = build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp)
+            flow = self._build_flow()
             flow.load_state_dict(self.flow_)
             self.flow_ = flow.to(self.device_).eval().requires_grad_(False)
 

@@ -21,7 +21,8 @@ __all__ = ["save_detector", "load_detector", "ModelFileError", "FORMAT", "FORMAT
 
 FORMAT = "sklearn-uflow-detector"
 # 2: the backbone is stored with its batch norms folded into its convolutions.
-FORMAT_VERSION = 2
+# 3: the flow's couplings may have image-context weights (``image_context``).
+FORMAT_VERSION = 3
 
 
 class ModelFileError(ValueError):
@@ -94,7 +95,6 @@ def load_detector(path):
     from . import UFlowDetector
     from .acontrario import NullModel
     from .features import CNNFeatureTransformer, MSCaiTTransformer
-    from .flow import build_uflow
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -152,7 +152,7 @@ def load_detector(path):
     detector.log_nfa_ceiling_ = float(fitted["log_nfa_ceiling_"])
     detector.null_ = [NullModel(*map(float, model)) for model in fitted["null_"]]
     detector.history_ = fitted["history_"]
-    flow = build_uflow(detector.feature_shapes_, n_steps=detector.n_flow_steps, clamp=detector.affine_clamp)
+    flow = detector._build_flow()
     flow.load_state_dict(_strip(tensors, "flow."), strict=True)
     detector.flow_ = flow.to(device).eval().requires_grad_(False)
     return detector

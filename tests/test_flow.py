@@ -30,27 +30,34 @@ def test_latent_shapes_split_half_and_upsample():
     assert sum(np.prod(s) for s in latent_shapes(shapes)) == sum(np.prod(s) for s in shapes)
 
 
-def test_flow_is_invertible():
-    flow = _randomise(build_uflow(TINY, n_steps=2).double())
+@pytest.mark.parametrize("image_context", [True, False])
+def test_flow_is_invertible(image_context):
+    flow = _randomise(build_uflow(TINY, n_steps=2, image_context=image_context).double())
     x = _inputs(TINY)
     flow.standardize_with(x)
     z, log_det = flow(x)
     assert [tuple(t.shape[1:]) for t in z] == latent_shapes(TINY)
-    x_back, log_det_back = flow(z, rev=True)
+    x_back, log_det_back = flow(z, rev=True, context=flow.context(x) if image_context else None)
     for a, b in zip(x, x_back):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(log_det_back, -log_det, rtol=1e-9, atol=1e-9)
+    if image_context:
+        with pytest.raises(ValueError, match="context="):
+            flow(z, rev=True)
 
 
-def test_log_determinant_matches_brute_force_jacobian():
-    flow = _randomise(build_uflow(TINY, n_steps=2).double(), seed=1)
+@pytest.mark.parametrize("image_context", [True, False])
+def test_log_determinant_matches_brute_force_jacobian(image_context):
+    flow = _randomise(build_uflow(TINY, n_steps=2, image_context=image_context).double(), seed=1)
     x = _inputs(TINY, n=1, seed=2)
     flow.standardize_with(_inputs(TINY, n=5, seed=3))
     sizes = [int(np.prod(s)) for s in TINY]
+    # A conditional flow's log-determinant holds the condition fixed.
+    context = flow.context(x) if image_context else None
 
     def flat(v):
         parts = torch.split(v, sizes)
-        z, _ = flow([p.reshape(1, *s) for p, s in zip(parts, TINY)])
+        z, _ = flow([p.reshape(1, *s) for p, s in zip(parts, TINY)], context=context)
         return torch.cat([t.reshape(-1) for t in z])
 
     vector = torch.cat([t.reshape(-1) for t in x])
@@ -58,6 +65,45 @@ def test_log_determinant_matches_brute_force_jacobian():
     _, expected = torch.linalg.slogdet(jacobian)
     _, log_det = flow(x)
     torch.testing.assert_close(log_det[0], expected, rtol=1e-8, atol=1e-8)
+
+
+def test_image_context_enters_only_through_its_linear_maps():
+    with_context = _randomise(build_uflow(TINY, n_steps=2).double(), seed=4)
+    x = _inputs(TINY, n=4, seed=5)
+    with_context.standardize_with(x)
+    state = with_context.state_dict()
+    paper = build_uflow(TINY, n_steps=2, image_context=False).double()
+    # The same weights, less the context maps, load into the paper's flow.
+    paper.load_state_dict({k.replace(".first.", ".0.").replace(".last.", ".2."): v
+                           for k, v in state.items() if not k.endswith("context.weight")})
+    z_paper, log_det_paper = paper(x)
+    z, log_det = with_context(x)
+    # The context changes the latents ...
+    assert not torch.allclose(z[0], z_paper[0])
+    # ... and only through the linear maps: zeroed, the two flows agree.
+    with torch.no_grad():
+        for name, p in with_context.named_parameters():
+            if name.endswith("context.weight"):
+                p.zero_()
+    z, log_det = with_context(x)
+    for a, b in zip(z, z_paper):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(log_det, log_det_paper)
+
+
+def test_image_context_is_each_images_own_across_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    flow = _randomise(build_uflow(TINY, n_steps=2).double(), seed=6)
+    batches = [_inputs(TINY, n=2, seed=s) for s in range(8)]
+    flow.standardize_with(batches[0])
+    with torch.no_grad():
+        expected = [flow(b)[0] for b in batches]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda b: flow(b)[0], batches * 4))
+    for i, z in enumerate(got):
+        for a, b in zip(z, expected[i % len(batches)]):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_seed_fixes_the_model():
