@@ -44,9 +44,8 @@ class _ContextSlot(threading.local):
     """Where a flow puts the context of the images it is running on, for its
     coupling subnets to read. FrEIA's own condition inputs would concatenate a
     constant map to every coupling's input, which made a training step 15 to
-    20 % slower.
-    Thread-local, so that threads sharing a fitted flow do not mix their
-    images; it pickles and copies empty."""
+    20 % slower. Thread-local, so that threads sharing a fitted flow do not
+    mix their images; it pickles and copies empty."""
 
     value = None
 
@@ -222,11 +221,14 @@ class UFlow(nn.Module):
             std = f.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
             getattr(self, f"log_std_{s}").copy_(std.log())
 
+    def _standardize(self, features):
+        return [(f - getattr(self, f"mean_{s}")) * torch.exp(-getattr(self, f"log_std_{s}"))
+                for s, f in enumerate(features)]
+
     def context(self, features):
         """The images' context: each scale's standardized features averaged
         over the image, ``(n, C)`` per scale."""
-        return [((f - getattr(self, f"mean_{s}")) * torch.exp(-getattr(self, f"log_std_{s}"))).mean(dim=(2, 3))
-                for s, f in enumerate(features)]
+        return [x.mean(dim=(2, 3)) for x in self._standardize(features)]
 
     def forward(self, features, rev=False, context=None):
         """Latents and log|det J| per sample (``rev=True`` inverts).
@@ -235,24 +237,18 @@ class UFlow(nn.Module):
         flow with image context needs the context of the features it returns.
         The log-determinant holds the context fixed.
         """
+        if rev and self.context_slot is not None and context is None:
+            raise ValueError("inverting a flow with image context needs context=flow.context(features).")
+        standardized = None if rev else self._standardize(features)
         if self.context_slot is not None:
-            if context is None:
-                if rev:
-                    raise ValueError("inverting a flow with image context needs context=flow.context(features).")
-                context = self.context(features)
-            self.context_slot.value = context
+            self.context_slot.value = context if context is not None else [x.mean(dim=(2, 3)) for x in standardized]
         try:
             if rev:
                 outputs, log_det = self.graph(features, rev=True)
                 outputs = [x * getattr(self, f"log_std_{s}").exp() + getattr(self, f"mean_{s}")
                            for s, x in enumerate(outputs)]
                 return outputs, log_det + self._log_det_standardize(outputs)
-            standardized = [
-                ((f - getattr(self, f"mean_{s}")) * torch.exp(-getattr(self, f"log_std_{s}"))).contiguous(
-                    memory_format=torch.channels_last)
-                for s, f in enumerate(features)
-            ]
-            latents, log_det = self.graph(standardized)
+            latents, log_det = self.graph([x.contiguous(memory_format=torch.channels_last) for x in standardized])
             return latents, log_det - self._log_det_standardize(features)
         finally:
             if self.context_slot is not None:
