@@ -37,16 +37,29 @@ WIDTHS = (0.0, 0.25, 0.5, 1.0, 2.0)  # in cells of the finest latent grid (4 pix
 FIT_TARGET = 0.5  # seconds per training image
 
 
+def _inside_ellipse(shape, a, b, cy, cx, angle):
+    """The pixels inside an ellipse of half-axes ``a`` and ``b``, centre ``(cy, cx)``, turned by ``angle``."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    u = ((yy - cy) * np.cos(angle) + (xx - cx) * np.sin(angle)) / a
+    v = (-(yy - cy) * np.sin(angle) + (xx - cx) * np.cos(angle)) / b
+    return u**2 + v**2 <= 1
+
+
 def _ellipse(shape, rng):
     h, w = shape
     a, b = np.exp(rng.uniform(np.log(3), np.log(30), 2))
     if rng.random() < 0.3:
         a, b = rng.uniform(20, 60), rng.uniform(1, 2.5)
     cy, cx, angle = rng.uniform(40, h - 40), rng.uniform(40, w - 40), rng.uniform(0, np.pi)
-    yy, xx = np.mgrid[:h, :w]
-    u = ((yy - cy) * np.cos(angle) + (xx - cx) * np.sin(angle)) / a
-    v = (-(yy - cy) * np.sin(angle) + (xx - cx) * np.cos(angle)) / b
-    return u**2 + v**2 <= 1
+    return _inside_ellipse(shape, a, b, cy, cx, angle)
+
+
+def _large_ellipse(shape, rng):
+    """Half-axes of 30 to 100 pixels, centred in the middle half of the image."""
+    h, w = shape
+    a, b = rng.uniform(30, 100, 2)
+    cy, cx, angle = rng.uniform(h / 4, 3 * h / 4), rng.uniform(w / 4, 3 * w / 4), rng.uniform(0, np.pi)
+    return _inside_ellipse(shape, a, b, cy, cx, angle)
 
 
 def plant_defects(images, per_image=3, seed=0):
@@ -75,12 +88,7 @@ def plant_large_defects(images, seed=1):
     out, masks = [], []
     for image in images:
         h, w = image.shape[:2]
-        a, b = rng.uniform(30, 100, 2)
-        cy, cx, angle = rng.uniform(h / 4, 3 * h / 4), rng.uniform(w / 4, 3 * w / 4), rng.uniform(0, np.pi)
-        yy, xx = np.mgrid[:h, :w]
-        u = ((yy - cy) * np.cos(angle) + (xx - cx) * np.sin(angle)) / a
-        v = (-(yy - cy) * np.sin(angle) + (xx - cx) * np.cos(angle)) / b
-        weight = gaussian_filter((u**2 + v**2 <= 1).astype(float), 5)  # a soft edge
+        weight = gaussian_filter(_large_ellipse((h, w), rng).astype(float), 5)  # a soft edge
         image = image.astype(float)
         spatial = (2, 2, 0)[: image.ndim]  # no smoothing across colour channels
         kind = rng.integers(3)
@@ -109,14 +117,10 @@ def plant_texture_swaps(images, seed=2):
     out, masks = [], []
     for i, image in enumerate(images):
         h, w = image.shape[:2]
-        yy, xx = np.mgrid[:h, :w]
         if rng.random() < 0.5:
-            a, b = rng.uniform(30, 100, 2)
-            cy, cx, angle = rng.uniform(h / 4, 3 * h / 4), rng.uniform(w / 4, 3 * w / 4), rng.uniform(0, np.pi)
-            u = ((yy - cy) * np.cos(angle) + (xx - cx) * np.sin(angle)) / a
-            v = (-(yy - cy) * np.sin(angle) + (xx - cx) * np.cos(angle)) / b
-            region = u**2 + v**2 <= 1
+            region = _large_ellipse((h, w), rng)
         else:
+            yy, xx = np.mgrid[:h, :w]
             depth = rng.uniform(0.15, 0.45) * h
             region = yy < depth + 6 * np.sin(xx / rng.uniform(15, 40) + rng.uniform(0, 6))
             region = np.rot90(region, rng.integers(4)) if h == w else region
