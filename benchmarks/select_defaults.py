@@ -136,17 +136,53 @@ def plant_texture_swaps(images, seed=2):
     return np.stack(out), np.stack(masks)
 
 
-def held_out_families(train, swaps=False):
+def plant_edge_bands(images, seed=3):
+    """One band per image from an edge, over 15 to 50 % of the side, with a
+    wavy, slanted border, whose surface finish differs from the rest of the
+    same image: its fine detail weakened or strengthened (×0.4-0.6 or ×1.6-2.2
+    around the local mean), blurred (σ = 1.5-3 pixels), or its brightness
+    changed (×0.75-0.85 or ×1.15-1.3). Rotated by a multiple of 90 degrees
+    (square images)."""
+    rng = np.random.default_rng(seed)
+    out, masks = [], []
+    for image in images:
+        h, w = image.shape[:2]
+        yy, xx = np.mgrid[:h, :w]
+        border = (rng.uniform(0.15, 0.5) * h + rng.uniform(3, 12) * np.sin(xx / rng.uniform(20, 60) + rng.uniform(0, 6))
+                  + rng.uniform(-0.15, 0.15) * (xx - w / 2))
+        region = yy < border
+        region = np.rot90(region, rng.integers(4)) if h == w else region
+        weight = gaussian_filter(region.astype(float), 2)
+        image = image.astype(float)
+        spatial = (1, 1, 0)[: image.ndim]  # no smoothing across colour channels
+        kind = rng.integers(3)
+        if kind == 0:
+            local_mean = gaussian_filter(image, tuple(3 * s for s in spatial))
+            changed = local_mean + (image - local_mean) * rng.choice([rng.uniform(0.4, 0.6), rng.uniform(1.6, 2.2)])
+        elif kind == 1:
+            changed = gaussian_filter(image, tuple(rng.uniform(1.5, 3) * s for s in spatial))
+        else:
+            changed = image * rng.choice([rng.uniform(0.75, 0.85), rng.uniform(1.15, 1.3)])
+        if image.ndim == 3:
+            weight = weight[..., None]
+        out.append(np.clip(weight * changed + (1 - weight) * image, 0, 255).astype(np.uint8))
+        masks.append(weight.reshape(h, w) > 0.5)
+    return np.stack(out), np.stack(masks)
+
+
+def held_out_families(train, swaps=False, bands=False):
     """The training images to fit on, and the held-out 10 % with their
     planted defects: ``[(images, masks)]`` for the small and large families,
-    and with ``swaps`` the texture swaps, the clean held-out images included
-    in each."""
+    with ``swaps`` the texture swaps and with ``bands`` the edge bands, the
+    clean held-out images included in each."""
     order = np.random.default_rng(0).permutation(len(train))
     held_out, fit_on = train[np.sort(order[: len(train) // 10])], train[np.sort(order[len(train) // 10 :])]
     clean = np.zeros((len(held_out), *held_out.shape[1:3]), bool)
     planted = [plant_defects(held_out), plant_large_defects(held_out)]
     if swaps:
         planted.append(plant_texture_swaps(held_out))
+    if bands:
+        planted.append(plant_edge_bands(held_out))
     return fit_on, [(np.concatenate([held_out, X]), np.concatenate([clean, masks])) for X, masks in planted]
 
 

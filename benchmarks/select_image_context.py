@@ -4,12 +4,13 @@ A model of local features cannot flag a large region whose texture is normal
 for some images but not for the rest of its own image (Magnetic Tile's
 "uneven" defects). The protocol of ``select_defaults.py`` (10 % of the good
 *training* images held out, the detector fitted on the rest with the other
-defaults) gets a third family of planted defects for it: texture swaps, a
+defaults) gets two more families of planted defects for it: texture swaps, a
 large region replaced by the same region of another held-out image (see
-``plant_texture_swaps``). Each candidate, ``image_context`` False (the
-paper's flow) or True, is scored with each width of ``map_smoothing``; the
-defaults are the pair with the best mean pixel AUROC and AUPRO over
-categories and the three families. Writes
+``plant_texture_swaps``), and edge bands, a band from an edge of the image
+whose surface finish is changed within the image (``plant_edge_bands``).
+Each candidate, ``image_context`` False (the paper's flow) or True, is scored
+with each width of ``map_smoothing``; the defaults are the pair with the best
+mean pixel AUROC and AUPRO over categories and the four families. Writes
 ``docs/benchmarks/select_image_context.rst``.
 
 Usage: ``python benchmarks/select_image_context.py [category ...]``
@@ -30,7 +31,7 @@ def main(categories):
     rows, scores = [], {}
     for category in categories:
         train = load_anomaly_folder(data_dir() / category, image_size=256).train_images
-        fit_on, families = held_out_families(train, swaps=True)
+        fit_on, families = held_out_families(train, swaps=True, bands=True)
         for image_context in (False, True):
             detector = UFlowDetector(CNNFeatureTransformer("efficientnet_lite0"), image_context=image_context,
                                      random_state=0, device="cpu")
@@ -43,11 +44,12 @@ def main(categories):
     ranked = sorted(means, key=means.get, reverse=True)[:5]
     write_table("select_image_context", "Choosing the image context on synthetic defects",
                 ["category", "image_context", "map_smoothing", "small: pixel AUROC", "small: AUPRO",
-                 "large: pixel AUROC", "large: AUPRO", "swaps: pixel AUROC", "swaps: AUPRO", "mean",
+                 "large: pixel AUROC", "large: AUPRO", "swaps: pixel AUROC", "swaps: AUPRO",
+                 "bands: pixel AUROC", "bands: AUPRO", "mean",
                  "fit s / image"], rows,
                 notes="10 % of the good training images, held out of the fit, as they are and with planted "
-                      "defects: small, large and texture swaps (see ``select_defaults.py``); no test image is "
-                      "used. The best means over both datasets: "
+                      "defects: small, large, texture swaps and edge bands (see ``select_defaults.py``); no test "
+                      "image is used. The best means over both datasets: "
                       + ", ".join(f"image_context={c}, map_smoothing={w}: {means[c, w]:.2f}" for c, w in ranked)
                       + ".")
 

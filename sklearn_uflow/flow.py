@@ -12,7 +12,7 @@ One addition to the paper, on by default: each coupling also sees the image's
 *context*, the mean of its scale's standardized features over the whole
 image, added to the subnet's hidden layer. A model of local features cannot
 tell a large region of another tile's texture from normal texture; with the
-context it can (held-out swapped regions: pixel AUROC 72.3 to 79.1 on
+context it can (held-out swapped regions: pixel AUROC 72.0 to 79.0 on
 Magnetic Tile, ``benchmarks/select_image_context.py``; it did not help that
 dataset's "uneven" test defects, see the benchmarks page). The flow is then a
 density of the features given their context, as any conditional flow: the
