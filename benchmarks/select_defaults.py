@@ -62,6 +62,15 @@ def _large_ellipse(shape, rng):
     return _inside_ellipse(shape, a, b, cy, cx, angle)
 
 
+def _blend(image, changed, weight):
+    """``changed`` where the soft region ``weight`` is 1, ``image`` where it is 0: the
+    planted image, and its mask where the weight passes one half."""
+    mask = weight > 0.5
+    if image.ndim == 3:
+        weight = weight[..., None]
+    return np.clip(weight * changed + (1 - weight) * image, 0, 255).astype(np.uint8), mask
+
+
 def plant_defects(images, per_image=3, seed=0):
     rng = np.random.default_rng(seed)
     out, masks = [], []
@@ -99,10 +108,9 @@ def plant_large_defects(images, seed=1):
             changed = local_mean + (image - local_mean) * rng.choice([0.4, 2.0])
         else:
             changed = gaussian_filter(image, spatial)
-        if image.ndim == 3:
-            weight = weight[..., None]
-        out.append(np.clip(weight * changed + (1 - weight) * image, 0, 255).astype(np.uint8))
-        masks.append(weight.reshape(h, w) > 0.5)
+        planted, mask = _blend(image, changed, weight)
+        out.append(planted)
+        masks.append(mask)
     return np.stack(out), np.stack(masks)
 
 
@@ -129,10 +137,9 @@ def plant_texture_swaps(images, seed=2):
         if rng.random() < 0.5:
             other = other * (image[region].mean() + 1) / (other[region].mean() + 1)
         weight = gaussian_filter(region.astype(float), 2)
-        if image.ndim == 3:
-            weight = weight[..., None]
-        out.append(np.clip(weight * other + (1 - weight) * image, 0, 255).astype(np.uint8))
-        masks.append(weight.reshape(h, w) > 0.5)
+        planted, mask = _blend(image, other, weight)
+        out.append(planted)
+        masks.append(mask)
     return np.stack(out), np.stack(masks)
 
 
@@ -163,10 +170,9 @@ def plant_edge_bands(images, seed=3):
             changed = gaussian_filter(image, tuple(rng.uniform(1.5, 3) * s for s in spatial))
         else:
             changed = image * rng.choice([rng.uniform(0.75, 0.85), rng.uniform(1.15, 1.3)])
-        if image.ndim == 3:
-            weight = weight[..., None]
-        out.append(np.clip(weight * changed + (1 - weight) * image, 0, 255).astype(np.uint8))
-        masks.append(weight.reshape(h, w) > 0.5)
+        planted, mask = _blend(image, changed, weight)
+        out.append(planted)
+        masks.append(mask)
     return np.stack(out), np.stack(masks)
 
 
