@@ -76,9 +76,11 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         Whether each coupling also sees the image's context: its scale's
         features averaged over the whole image. This lets the flow flag a
         large region whose texture is normal for some images but not for the
-        rest of this one; chosen on regions of other images' texture planted
-        in held-out training images (``benchmarks/select_image_context.py``).
-        False gives the paper's flow.
+        rest of this one. Chosen on synthetic defects planted in held-out
+        training images (``benchmarks/select_image_context.py``), where it
+        helps most families but loses to the paper's flow on large changes of
+        surface finish within an image: prefer False, the paper's flow, where
+        defects are mostly of that kind.
     map_smoothing : float, default=2.0
         Standard deviation of the Gaussian filter applied to the anomaly
         maps, in cells of the finest latent grid (one cell is 4 pixels for
