@@ -192,8 +192,8 @@ def held_out_families(train, swaps=False, bands=False):
     return fit_on, [(np.concatenate([held_out, X]), np.concatenate([clean, masks])) for X, masks in planted]
 
 
-def fit_and_score(detector, fit_on, families):
-    """Fit ``detector``, then for each width of ``WIDTHS`` yield it, the pixel
+def fit_and_score(detector, fit_on, families, widths=WIDTHS):
+    """Fit ``detector``, then for each of ``widths`` of ``map_smoothing`` yield it, the pixel
     AUROC and AUPRO in % of each family (``[small AUROC, small AUPRO, large
     AUROC, large AUPRO, ...]``) and the fit seconds per training image."""
     from sklearn_uflow.metrics import aupro, pixel_roc_auc
@@ -201,7 +201,7 @@ def fit_and_score(detector, fit_on, families):
     start = time.perf_counter()
     detector.fit(fit_on)
     fit_seconds = (time.perf_counter() - start) / len(fit_on)
-    for width in WIDTHS:
+    for width in widths:
         detector.set_params(map_smoothing=width)
         values = []
         for X, masks in families:

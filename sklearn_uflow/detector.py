@@ -81,12 +81,13 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         helps most families but loses to the paper's flow on large changes of
         surface finish within an image: prefer False, the paper's flow, where
         defects are mostly of that kind.
-    map_smoothing : float, default=2.0
+    map_smoothing : float, default=3.0
         Standard deviation of the Gaussian filter applied to the anomaly
         maps, in cells of the finest latent grid (one cell is 4 pixels for
         the Lite0 preset at 256x256); 0 keeps the paper's map as it is. The
         a contrario masks and scores do not depend on it. Chosen with
-        ``image_context``, on the same held-out images.
+        ``image_context``, on the same held-out images, where it helps large
+        defects; 1.0 keeps more of small or thin ones.
     max_epochs : int, default=25
         Maximum passes over the training images.
     batch_size : int, default=4
@@ -180,7 +181,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
     """
 
     def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4,
-                 affine_clamp=2.0, image_context=True, map_smoothing=2.0, max_epochs=25, batch_size=4,
+                 affine_clamp=2.0, image_context=True, map_smoothing=3.0, max_epochs=25, batch_size=4,
                  learning_rate=1e-2, weight_decay=0.0, validation_fraction=0.1, n_iter_no_change=5, tol=1e-4,
                  contamination="auto", epsilon=1.0, nfa_null="validation", device="auto", random_state=None,
                  verbose=0, n_jobs=None):
