@@ -87,7 +87,8 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         the Lite0 preset at 256x256); 0 keeps the paper's map as it is. The
         a contrario masks and scores do not depend on it. Chosen with
         ``image_context``, on the same held-out images, where it helps large
-        defects; 1.0 keeps more of small or thin ones.
+        defects; 1.0 is better for small or thin defects and for images of
+        about 64 pixels.
     max_epochs : int, default=25
         Maximum passes over the training images.
     batch_size : int, default=4
