@@ -27,7 +27,7 @@ SEEDS = (0, 1, 2)
 SMOOTHING_WIDTHS = (0.0, 1.0, 2.0, 3.0)
 
 
-def small_data_scores(pooling, image_size=64, widths=(1.0,), **params):
+def small_data_scores(pooling, image_size=64, widths=SMOOTHING_WIDTHS, **params):
     """Mean pixel AUROC and AUPRO, in %, over the seeds: ``(2,)`` per width of ``map_smoothing``."""
     from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
     from sklearn_uflow.datasets import make_defects
@@ -47,7 +47,7 @@ def small_data_scores(pooling, image_size=64, widths=(1.0,), **params):
 
 def candidate_scores(pooling, **params):
     """As when the candidates were chosen: the paper's flow, one cell of smoothing."""
-    return small_data_scores(pooling, image_context=False, **params)[0]
+    return small_data_scores(pooling, widths=(1.0,), image_context=False, **params)[0]
 
 
 def main():
@@ -75,7 +75,7 @@ def main():
 
     rows, default_pooling = [], CNNFeatureTransformer().pooling
     for image_size in (64, 128):
-        scores = small_data_scores(default_pooling, image_size, SMOOTHING_WIDTHS)
+        scores = small_data_scores(default_pooling, image_size)
         for width, (auroc, pro) in zip(SMOOTHING_WIDTHS, scores):
             rows.append([image_size, width, f"{auroc:.2f}", f"{pro:.2f}"])
             print(rows[-1], flush=True)
