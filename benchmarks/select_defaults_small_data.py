@@ -8,7 +8,7 @@ synthetic set of the tests, no real image), for three seeds, and reports
 pixel AUROC and AUPRO of the maps, with the paper's flow and
 ``map_smoothing=1.0`` (the defaults then). It breaks
 ties between candidates whose mean on the real data's held-out images is
-within 0.1 point. It then scores the widths of ``map_smoothing`` with the
+within 0.1 point. It then scores the widths of ``map_smoothing`` (in cells, and ``"auto"``) with the
 current defaults, on these images and on their 128×128 version (the README's
 quick start). Writes ``docs/benchmarks/select_defaults_small_data.rst``,
 ``docs/benchmarks/select_pooling_small_data.rst`` and
@@ -24,7 +24,7 @@ from select_defaults import TRAINING
 from select_pooling import CANDIDATES
 
 SEEDS = (0, 1, 2)
-SMOOTHING_WIDTHS = (0.0, 1.0, 2.0, 3.0)
+SMOOTHING_WIDTHS = (0.0, 1.0, 2.0, 3.0, "auto")
 
 
 def small_data_scores(pooling, image_size=64, widths=SMOOTHING_WIDTHS, **params):
@@ -72,17 +72,21 @@ def main():
                 notes="As above, with the default training and each pooling of the Lite0 features (at input size "
                       "64 the feature maps are 16×16, 8×8 and 4×4).")
     from sklearn_uflow import CNNFeatureTransformer
+    from sklearn_uflow.detector import AUTO_SMOOTHING
 
     rows, default_pooling = [], CNNFeatureTransformer().pooling
     for image_size in (64, 128):
         scores = small_data_scores(default_pooling, image_size)
         for width, (auroc, pro) in zip(SMOOTHING_WIDTHS, scores):
+            if width == "auto":  # 3/64 of the side, in cells of 4 pixels
+                width = f"auto ({AUTO_SMOOTHING * image_size / 4:g})"
             rows.append([image_size, width, f"{auroc:.2f}", f"{pro:.2f}"])
             print(rows[-1], flush=True)
     write_table("smoothing_small_data", "The map smoothing on small images",
                 ["image size", "map_smoothing (finest-grid cells)", "pixel AUROC", "AUPRO"], rows,
                 notes="``make_defects`` as above, at 64×64 and 128×128 (16 good images per fit, three seeds, means "
-                      "shown), with every default but ``map_smoothing``; one cell is 4 pixels at both sizes.")
+                      "shown), with every default but ``map_smoothing``; one cell is 4 pixels at both sizes, and "
+                      "``\"auto\"``, the default, is 3/64 of the image's side (its width in cells in brackets).")
 
 
 if __name__ == "__main__":

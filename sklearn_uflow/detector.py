@@ -18,6 +18,10 @@ from .scoring import anomaly_map, smooth_maps
 
 __all__ = ["UFlowDetector"]
 
+# map_smoothing="auto", as a share of the image's side: three 4-pixel cells at
+# 256x256, the width chosen on held-out images (benchmarks/select_image_context.py).
+AUTO_SMOOTHING = 3 / 64
+
 
 def _normal_images(images, y):
     """The images that ``y`` marks as normal: label 0, or an all-zero mask."""
@@ -81,14 +85,17 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         helps most families but loses to the paper's flow on large changes of
         surface finish within an image: prefer False, the paper's flow, where
         defects are mostly of that kind.
-    map_smoothing : float, default=3.0
+    map_smoothing : "auto" or float, default="auto"
         Standard deviation of the Gaussian filter applied to the anomaly
-        maps, in cells of the finest latent grid (one cell is 4 pixels for
-        the Lite0 preset at 256x256); 0 keeps the paper's map as it is. The
-        a contrario masks and scores do not depend on it. Chosen with
-        ``image_context``, on the same held-out images, where it helps large
-        defects; 1.0 is better for small or thin defects and for images of
-        about 64 pixels.
+        maps. ``"auto"``: 3/64 of the image's height and width, 12 pixels at
+        256x256, the width chosen with ``image_context`` on held-out images of
+        that size (three cells of the Lite0 preset's finest latent grid) and
+        kept in proportion to the image: on ``make_defects`` the best width
+        also grows with the image (one cell at 64x64, two at 128x128). A
+        float: in cells of the finest latent grid (4 pixels for the CNN
+        presets, 16 for MS-CaiT); 0 keeps the paper's map as it is. The a
+        contrario masks and scores do not depend on it. The width helps large
+        defects; 1.0 is better for small or thin ones.
     max_epochs : int, default=25
         Maximum passes over the training images.
     batch_size : int, default=4
@@ -182,7 +189,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
     """
 
     def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4,
-                 affine_clamp=2.0, image_context=True, map_smoothing=3.0, max_epochs=25, batch_size=4,
+                 affine_clamp=2.0, image_context=True, map_smoothing="auto", max_epochs=25, batch_size=4,
                  learning_rate=1e-2, weight_decay=0.0, validation_fraction=0.1, n_iter_no_change=5, tol=1e-4,
                  contamination="auto", epsilon=1.0, nfa_null="validation", device="auto", random_state=None,
                  verbose=0, n_jobs=None):
@@ -229,8 +236,10 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             value = getattr(self, name)
             if not (isinstance(value, numbers.Integral) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if not (isinstance(self.map_smoothing, numbers.Real) and self.map_smoothing >= 0):
-            raise ValueError(f"map_smoothing must be a non-negative number, got {self.map_smoothing!r}.")
+        smoothing = self.map_smoothing
+        if not (smoothing == "auto" if isinstance(smoothing, str) else
+                isinstance(smoothing, numbers.Real) and smoothing >= 0):
+            raise ValueError(f"map_smoothing must be 'auto' or a non-negative number, got {self.map_smoothing!r}.")
         if not (isinstance(self.learning_rate, numbers.Real) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}.")
 
@@ -370,7 +379,11 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         return self._log_nfa(latents).min(axis=(1, 2))
 
     def _map(self, latents):
-        sigma = self.map_smoothing * self.image_size_[0] / self.latent_shapes_[0][1]
+        if isinstance(self.map_smoothing, str):  # "auto"
+            sigma = [AUTO_SMOOTHING * side for side in self.image_size_]
+        else:  # cells of the finest latent grid
+            finest = self.latent_shapes_[0][1:]
+            sigma = [self.map_smoothing * side / cells for side, cells in zip(self.image_size_, finest)]
         return smooth_maps(anomaly_map(latents, self.image_size_).cpu().numpy(), sigma)
 
     def _log_nfa(self, latents):

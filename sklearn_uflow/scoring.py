@@ -7,6 +7,7 @@ lies in [0, 1] and grows with anomaly. :func:`smooth_maps` then applies the
 Gaussian filter that most anomaly-detection tools apply to their maps.
 """
 
+import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
@@ -50,8 +51,9 @@ def smooth_maps(maps, sigma):
     ----------
     maps : ndarray of shape (n, H, W)
         Maps to smooth.
-    sigma : float
-        Standard deviation in pixels; 0 returns ``maps`` unchanged.
+    sigma : float or (float, float)
+        Standard deviation in pixels, or one per axis (rows, columns); 0
+        returns ``maps`` unchanged.
 
     Returns
     -------
@@ -68,8 +70,9 @@ def smooth_maps(maps, sigma):
     >>> round(float(smooth_maps(spike, 1.0).sum()), 4)  # the filter keeps the mass
     1.0
     """
-    if sigma <= 0:
+    sigma_rows, sigma_cols = np.broadcast_to(np.asarray(sigma, dtype=float), 2)
+    if max(sigma_rows, sigma_cols) <= 0:
         return maps
     # scipy's separable filter runs 3x faster on the CPU than torch's conv2d
     # with a one-channel kernel, and the maps are on the CPU by now.
-    return gaussian_filter(maps, (0, sigma, sigma), mode="nearest", truncate=4.0)
+    return gaussian_filter(maps, (0, sigma_rows, sigma_cols), mode="nearest", truncate=4.0)

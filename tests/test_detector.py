@@ -47,24 +47,31 @@ def test_anomaly_map_follows_equation_2_then_smoothing(fitted_detector, defects)
     expected = (1 - expected / len(latents)).numpy()
     unsmoothed = pickle.loads(pickle.dumps(fitted_detector)).set_params(map_smoothing=0)
     np.testing.assert_allclose(unsmoothed.anomaly_maps(X[:2]), expected, rtol=1e-5, atol=1e-6)
-    # map_smoothing is in cells of the finest latent grid: 64 / 16 = 4 pixels per cell.
-    assert latents[0].shape[-1] == 16 and fitted_detector.map_smoothing > 0
-    sigma = 4 * fitted_detector.map_smoothing
-    smoothed = np.stack([gaussian_filter(m.astype(np.float64), sigma, mode="nearest") for m in expected])
+    # "auto" (the default) is 3/64 of the image's side: 3 pixels here.
+    assert fitted_detector.map_smoothing == "auto"
+    smoothed = np.stack([gaussian_filter(m.astype(np.float64), 3.0, mode="nearest") for m in expected])
     np.testing.assert_allclose(fitted_detector.anomaly_maps(X[:2]), smoothed, rtol=1e-5, atol=1e-6)
+    # a number is in cells of the finest latent grid: 64 / 16 = 4 pixels per cell.
+    assert latents[0].shape[-1] == 16
+    two_cells = unsmoothed.set_params(map_smoothing=2.0).anomaly_maps(X[:2])
+    smoothed = np.stack([gaussian_filter(m.astype(np.float64), 8.0, mode="nearest") for m in expected])
+    np.testing.assert_allclose(two_cells, smoothed, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("sigma", [0.5, 1.0, 3.7, 12.0])
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 3.7, 12.0, (2.0, 0.5)])
 def test_smooth_maps_is_a_truncated_gaussian_with_extended_edges(sigma, rng):
     maps = rng.random((2, 20, 31))
-    radius = int(4 * sigma + 0.5)
-    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    kernel /= kernel.sum()
+    sigma_rows, sigma_cols = np.broadcast_to(sigma, 2)
+
+    def blur(line, sigma):  # 1-D Gaussian cut at 4 sigma, over an edge-extended copy
+        radius = int(4 * sigma + 0.5)
+        kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+        return np.convolve(np.pad(line, radius, mode="edge"), kernel / kernel.sum(), mode="valid")
+
     expected = []
-    for m in maps:  # rows, then columns, each over an edge-extended copy
-        m = np.stack([np.convolve(np.pad(r, radius, mode="edge"), kernel, mode="valid") for r in m])
-        expected.append(np.stack([np.convolve(np.pad(c, radius, mode="edge"), kernel, mode="valid")
-                                  for c in m.T]).T)
+    for m in maps:  # along the rows' length (columns axis), then along the columns
+        m = np.stack([blur(r, sigma_cols) for r in m])
+        expected.append(np.stack([blur(c, sigma_rows) for c in m.T]).T)
     np.testing.assert_allclose(smooth_maps(maps, sigma), expected, rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(smooth_maps(maps, 0), maps)
 
@@ -113,6 +120,7 @@ def test_contamination_sets_the_share_of_training_outliers(defects, small_extrac
         (dict(max_epochs=0), "max_epochs"),
         (dict(learning_rate=-1), "learning_rate"),
         (dict(map_smoothing=-1.0), "map_smoothing"),
+        (dict(map_smoothing="wide"), "map_smoothing"),
     ],
 )
 def test_bad_parameters(params, match, defects, small_extractor):
