@@ -9,8 +9,8 @@ pixel AUROC and AUPRO of the maps, with the paper's flow and
 ``map_smoothing=1.0`` (the defaults then). It breaks
 ties between candidates whose mean on the real data's held-out images is
 within 0.1 point. It then scores the widths of ``map_smoothing`` (in cells, and ``"auto"``) with the
-current defaults, on these images and on their 128×128 version (the README's
-quick start). Writes ``docs/benchmarks/select_defaults_small_data.rst``,
+current defaults, on these images and on their 128×128 version, with the
+backbone's input size equal to the image size. Writes ``docs/benchmarks/select_defaults_small_data.rst``,
 ``docs/benchmarks/select_pooling_small_data.rst`` and
 ``docs/benchmarks/smoothing_small_data.rst``.
 
@@ -85,7 +85,8 @@ def main():
     write_table("smoothing_small_data", "The map smoothing on small images",
                 ["image size", "map_smoothing (finest-grid cells)", "pixel AUROC", "AUPRO"], rows,
                 notes="``make_defects`` as above, at 64×64 and 128×128 (16 good images per fit, three seeds, means "
-                      "shown), with every default but ``map_smoothing``; one cell is 4 pixels at both sizes, and "
+                      "shown), the backbone's ``input_size`` equal to the image size, with every default but "
+                      "``map_smoothing``; one cell is 4 pixels at both sizes, and "
                       "``\"auto\"``, the default, is 3/64 of the image's side (its width in cells in brackets).")
 
 

@@ -87,15 +87,15 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         defects are mostly of that kind.
     map_smoothing : "auto" or float, default="auto"
         Standard deviation of the Gaussian filter applied to the anomaly
-        maps. ``"auto"``: 3/64 of the image's height and width, 12 pixels at
-        256x256, the width chosen with ``image_context`` on held-out images of
-        that size (three cells of the Lite0 preset's finest latent grid) and
-        kept in proportion to the image: on ``make_defects`` the best width
-        also grows with the image (one cell at 64x64, two at 128x128). A
-        float: in cells of the finest latent grid (4 pixels for the CNN
-        presets, 16 for MS-CaiT); 0 keeps the paper's map as it is. The a
-        contrario masks and scores do not depend on it. The width helps large
-        defects; 1.0 is better for small or thin ones.
+        maps. ``"auto"``: 3/64 of the image's height and width, the width
+        chosen with ``image_context`` on held-out images with the Lite0
+        preset at its default input size, 256 (three cells of its 64x64
+        finest latent grid), kept in proportion to the image whatever the
+        backbone and its input size. A float: in cells of the finest latent
+        grid (the backbone's input size / 4 for the CNN presets, 28 cells for
+        MS-CaiT); 0 keeps the paper's map as it is. The a contrario masks and
+        scores do not depend on it. The width helps large defects; a smaller
+        one (1.0 at input size 256) is better for small or thin ones.
     max_epochs : int, default=25
         Maximum passes over the training images.
     batch_size : int, default=4
