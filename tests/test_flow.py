@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from sklearn_uflow.flow import TrainingDivergedError, build_uflow, latent_shapes, train_flow
+import FrEIA.modules as Fm
+
+from sklearn_uflow.flow import FlowStep, TrainingDivergedError, build_uflow, latent_shapes, train_flow
 
 TINY = [(4, 4, 4), (8, 2, 2)]
 
@@ -44,6 +46,31 @@ def test_flow_is_invertible(image_context):
     if image_context:
         with pytest.raises(ValueError, match="context="):
             flow(z, rev=True)
+
+
+@pytest.mark.parametrize("image_context", [True, False])
+def test_flow_steps_compute_freias_all_in_one_block(image_context):
+    flow = _randomise(build_uflow(TINY, n_steps=2, image_context=image_context).double(), seed=4)
+    x = _inputs(TINY, seed=5)
+    flow.standardize_with(x)
+    steps = [m for m in flow.modules() if isinstance(m, FlowStep)]
+    assert len(steps) == 2 * len(TINY)
+    if image_context:  # the subnets read the images' context from the flow's slot
+        flow.context_slot.value = flow.context(x)
+    for step, scale in zip(steps, [1, 1, 0, 0]):
+        channels = step.in_channels
+        inputs = torch.randn(3, channels, *TINY[scale][1:], dtype=torch.float64, requires_grad=True)
+        (ours,), log_det = step([inputs])
+        (freias,), freias_log_det = Fm.AllInOneBlock.forward(step, [inputs])
+        torch.testing.assert_close(ours, freias, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(log_det, freias_log_det, rtol=1e-12, atol=1e-12)
+        # and the same gradients, for every trained parameter and the input
+        trained = [inputs, *(p for p in step.parameters() if p.requires_grad)]
+        weights = torch.randn_like(ours)
+        grads = torch.autograd.grad((ours * weights).sum() + log_det.sum(), trained)
+        expected = torch.autograd.grad((freias * weights).sum() + freias_log_det.sum(), trained)
+        for a, b in zip(grads, expected):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("image_context", [True, False])
