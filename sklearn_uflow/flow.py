@@ -104,10 +104,12 @@ class FlowStep(Fm.AllInOneBlock):
     A training step of the Lite0 flow takes 12 % less time on a 2-core CPU
     (median of interleaved runs; a whole fit also extracts and validates).
     The inverse, and configurations other than ``build_uflow``'s, run
-    FrEIA's own code.
+    FrEIA's own code. It takes ``FrEIA.modules.AllInOneBlock``'s parameters.
     """
 
     def forward(self, x, c=[], rev=False, jac=True):  # noqa: B006 (FrEIA's signature)
+        """``((y,), log|det J|)`` for the inputs ``x = (x,)``, as FrEIA's
+        ``AllInOneBlock.forward``; ``rev=True`` inverts (FrEIA's code)."""
         if rev or c or self.GIN or self.householder or self.reverse_pre_permute:
             return super().forward(x, c, rev=rev, jac=jac)
         passive, active = torch.split(x[0], self.splits, dim=1)
