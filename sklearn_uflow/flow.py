@@ -6,7 +6,8 @@ steps (FrEIA's ``AllInOneBlock``, see :class:`FlowStep`: affine coupling with
 soft clamping, a fixed permutation, a global affine scaling); after every
 stage but the finest, half of the channels leave as that scale's latent and
 the other half are upsampled by an invertible pixel shuffle (i-RevNet) and
-concatenated to the next finer scale's features. It is one invertible graph with one log-determinant.
+concatenated to the next finer scale's features. It is one invertible graph
+with one log-determinant.
 
 One addition to the paper, on by default: each coupling also sees the image's
 *context*, the mean of its scale's standardized features over the whole
