@@ -210,6 +210,29 @@ def fit_and_score(detector, fit_on, families, widths=WIDTHS):
         yield width, values, fit_seconds
 
 
+def score_candidates(categories, candidates, make_detector, widths=WIDTHS, **families):
+    """For each category, fit ``make_detector(candidate)`` on 90 % of the good
+    training images for each of ``candidates`` and score the held-out
+    families (``held_out_families(train, **families)``) at each of ``widths``.
+
+    Returns the table's rows ``[category, candidate, width, *values, mean,
+    fit s / image]`` and the mean over categories per ``(candidate, width)``.
+    """
+    from sklearn_uflow.datasets import load_anomaly_folder
+
+    rows, scores = [], {}
+    for category in categories:
+        train = load_anomaly_folder(data_dir() / category, image_size=256).train_images
+        fit_on, planted = held_out_families(train, **families)
+        for candidate in candidates:
+            for width, values, fit_seconds in fit_and_score(make_detector(candidate), fit_on, planted, widths):
+                scores.setdefault((candidate, width), []).append(np.mean(values))
+                rows.append([category, str(candidate), width, *(f"{v:.2f}" for v in values),
+                             f"{np.mean(values):.2f}", f"{fit_seconds:.2f}"])
+                print(rows[-1], flush=True)
+    return rows, {key: np.mean(v) for key, v in scores.items()}
+
+
 def main(categories):
     from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
     from sklearn_uflow.datasets import load_anomaly_folder

@@ -18,38 +18,28 @@ Usage: ``python benchmarks/select_image_context.py [category ...]``
 
 import sys
 
-import numpy as np
-
-from _report import data_dir, write_table
-from select_defaults import CATEGORIES, WIDTHS, fit_and_score, held_out_families
+from _report import write_table
+from select_defaults import CATEGORIES, WIDTHS, score_candidates
 
 # The widest of WIDTHS won the first run of this selection, so the grid goes on.
 CONTEXT_WIDTHS = (*WIDTHS, 3.0, 4.0, 6.0)
+# The table's columns after the candidate and the width.
+FAMILY_COLUMNS = ["small: pixel AUROC", "small: AUPRO", "large: pixel AUROC", "large: AUPRO", "swaps: pixel AUROC",
+                  "swaps: AUPRO", "bands: pixel AUROC", "bands: AUPRO", "mean", "fit s / image"]
 
 
 def main(categories):
     from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
-    from sklearn_uflow.datasets import load_anomaly_folder
 
-    rows, scores = [], {}
-    for category in categories:
-        train = load_anomaly_folder(data_dir() / category, image_size=256).train_images
-        fit_on, families = held_out_families(train, swaps=True, bands=True)
-        for image_context in (False, True):
-            detector = UFlowDetector(CNNFeatureTransformer("efficientnet_lite0"), image_context=image_context,
-                                     random_state=0, device="cpu")
-            for width, values, fit_seconds in fit_and_score(detector, fit_on, families, CONTEXT_WIDTHS):
-                scores.setdefault((image_context, width), []).append(np.mean(values))
-                rows.append([category, image_context, width, *(f"{v:.2f}" for v in values),
-                             f"{np.mean(values):.2f}", f"{fit_seconds:.2f}"])
-                print(rows[-1], flush=True)
-    means = {key: np.mean(v) for key, v in scores.items()}
+    rows, means = score_candidates(
+        categories, (False, True),
+        lambda image_context: UFlowDetector(CNNFeatureTransformer("efficientnet_lite0"), image_context=image_context,
+                                            random_state=0, device="cpu"),
+        CONTEXT_WIDTHS, swaps=True, bands=True,
+    )
     ranked = sorted(means, key=means.get, reverse=True)[:5]
     write_table("select_image_context", "Choosing the image context on synthetic defects",
-                ["category", "image_context", "map_smoothing", "small: pixel AUROC", "small: AUPRO",
-                 "large: pixel AUROC", "large: AUPRO", "swaps: pixel AUROC", "swaps: AUPRO",
-                 "bands: pixel AUROC", "bands: AUPRO", "mean",
-                 "fit s / image"], rows,
+                ["category", "image_context", "map_smoothing", *FAMILY_COLUMNS], rows,
                 notes="10 % of the good training images, held out of the fit, as they are and with planted "
                       "defects: small, large, texture swaps and edge bands (see ``select_defaults.py``); no test "
                       "image is used. The best means over both datasets: "

@@ -15,32 +15,24 @@ Usage: ``python benchmarks/select_pooling.py [category ...]``
 
 import sys
 
-import numpy as np
-
-from _report import data_dir, write_table
-from select_defaults import CATEGORIES, fit_and_score, held_out_families
+from _report import write_table
+from select_defaults import CATEGORIES, score_candidates
 
 # Window sides of the strides 4, 8 and 16, finest first; the first is no pooling.
 CANDIDATES = ((1, 1, 1), (3, 3, 1), (3, 3, 3), (5, 5, 1))
 
 
-def main(categories):
+def pooled_detector(pooling, **params):
+    """The detector with its defaults but ``params``, on Lite0 features pooled by ``pooling``."""
     from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
-    from sklearn_uflow.datasets import load_anomaly_folder
 
-    rows, scores = [], {}
-    for category in categories:
-        train = load_anomaly_folder(data_dir() / category, image_size=256).train_images
-        fit_on, families = held_out_families(train)
-        for pooling in CANDIDATES:
-            extractor = CNNFeatureTransformer("efficientnet_lite0", pooling=pooling)
-            detector = UFlowDetector(extractor, random_state=0, device="cpu")
-            for width, values, fit_seconds in fit_and_score(detector, fit_on, families):
-                scores.setdefault((pooling, width), []).append(np.mean(values))
-                rows.append([category, str(pooling), width, *(f"{v:.2f}" for v in values),
-                             f"{np.mean(values):.2f}", f"{fit_seconds:.2f}"])
-                print(rows[-1], flush=True)
-    means = {key: np.mean(v) for key, v in scores.items()}
+    extractor = CNNFeatureTransformer("efficientnet_lite0", pooling=pooling)
+    return UFlowDetector(extractor, random_state=0, device="cpu", **params)
+
+
+def main(categories):
+    # The paper's flow, as when the pooling was chosen (the image context came later).
+    rows, means = score_candidates(categories, CANDIDATES, lambda p: pooled_detector(p, image_context=False))
     ranked = sorted(means, key=means.get, reverse=True)[:5]
     best_pooling, best_width = ranked[0]
     write_table("select_pooling", "Choosing the feature pooling on synthetic defects",

@@ -18,37 +18,19 @@ Usage: ``python benchmarks/select_pooling_context.py [category ...]``
 
 import sys
 
-import numpy as np
-
-from _report import data_dir, write_table
-from select_defaults import CATEGORIES, fit_and_score, held_out_families
-from select_pooling import CANDIDATES
+from _report import write_table
+from select_defaults import CATEGORIES, score_candidates
+from select_image_context import FAMILY_COLUMNS
+from select_pooling import CANDIDATES, pooled_detector
 
 WIDTHS = (1.0, 2.0, 3.0, 4.0)  # cells of the 64-cell finest grid; 3 is map_smoothing="auto" here
 
 
 def main(categories):
-    from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
-    from sklearn_uflow.datasets import load_anomaly_folder
-
-    rows, scores = [], {}
-    for category in categories:
-        train = load_anomaly_folder(data_dir() / category, image_size=256).train_images
-        fit_on, families = held_out_families(train, swaps=True, bands=True)
-        for pooling in CANDIDATES:
-            extractor = CNNFeatureTransformer("efficientnet_lite0", pooling=pooling)
-            detector = UFlowDetector(extractor, random_state=0, device="cpu")
-            for width, values, fit_seconds in fit_and_score(detector, fit_on, families, WIDTHS):
-                scores.setdefault((pooling, width), []).append(np.mean(values))
-                rows.append([category, str(pooling), width, *(f"{v:.2f}" for v in values),
-                             f"{np.mean(values):.2f}", f"{fit_seconds:.2f}"])
-                print(rows[-1], flush=True)
-    means = {key: np.mean(v) for key, v in scores.items()}
+    rows, means = score_candidates(categories, CANDIDATES, pooled_detector, WIDTHS, swaps=True, bands=True)
     ranked = sorted(means, key=means.get, reverse=True)[:5]
     write_table("select_pooling_context", "The feature pooling chosen again with the image context",
-                ["category", "pooling (finest first)", "map_smoothing", "small: pixel AUROC", "small: AUPRO",
-                 "large: pixel AUROC", "large: AUPRO", "swaps: pixel AUROC", "swaps: AUPRO",
-                 "bands: pixel AUROC", "bands: AUPRO", "mean", "fit s / image"], rows,
+                ["category", "pooling (finest first)", "map_smoothing", *FAMILY_COLUMNS], rows,
                 notes="10 % of the good training images, held out of the fit, as they are and with planted "
                       "defects: small, large, texture swaps and edge bands (see ``select_defaults.py``); no test "
                       "image is used. Every other parameter at its default (image context on). The best means "
