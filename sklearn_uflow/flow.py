@@ -102,8 +102,9 @@ class FlowStep(Fm.AllInOneBlock):
     folded into the permutation's 1x1 convolution (weight columns scaled,
     offset as its bias), and the subnet's output is split rather than sliced,
     whose backward pass would zero-fill and copy a full-size gradient twice.
-    A training step of the Lite0 flow takes 12 % less time on a 2-core CPU
-    (median of interleaved runs; a whole fit also extracts and validates).
+    A training step of the Lite0 flow takes 11 % less time on a 2-core CPU
+    (``benchmarks/bench_flow_step.py``; a whole fit also extracts and
+    validates).
     The inverse, and configurations other than ``build_uflow``'s, run
     FrEIA's own code. It takes ``FrEIA.modules.AllInOneBlock``'s parameters.
     """
