@@ -26,6 +26,8 @@ CONTEXT_WIDTHS = (*WIDTHS, 3.0, 4.0, 6.0)
 # The table's columns after the candidate and the width.
 FAMILY_COLUMNS = ["small: pixel AUROC", "small: AUPRO", "large: pixel AUROC", "large: AUPRO", "swaps: pixel AUROC",
                   "swaps: AUPRO", "bands: pixel AUROC", "bands: AUPRO", "mean", "fit s / image"]
+FAMILY_NOTES = ("10 % of the good training images, held out of the fit, as they are and with planted defects: small, "
+                "large, texture swaps and edge bands (see ``select_defaults.py``); no test image is used.")
 
 
 def main(categories):
@@ -40,9 +42,7 @@ def main(categories):
     ranked = sorted(means, key=means.get, reverse=True)[:5]
     write_table("select_image_context", "Choosing the image context on synthetic defects",
                 ["category", "image_context", "map_smoothing", *FAMILY_COLUMNS], rows,
-                notes="10 % of the good training images, held out of the fit, as they are and with planted "
-                      "defects: small, large, texture swaps and edge bands (see ``select_defaults.py``); no test "
-                      "image is used. The best means over both datasets: "
+                notes=FAMILY_NOTES + " The best means over both datasets: "
                       + ", ".join(f"image_context={c}, map_smoothing={w}: {means[c, w]:.2f}" for c, w in ranked)
                       + ".")
 

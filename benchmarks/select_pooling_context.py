@@ -20,7 +20,7 @@ import sys
 
 from _report import write_table
 from select_defaults import CATEGORIES, score_candidates
-from select_image_context import FAMILY_COLUMNS
+from select_image_context import FAMILY_COLUMNS, FAMILY_NOTES
 from select_pooling import CANDIDATES, pooled_detector
 
 WIDTHS = (1.0, 2.0, 3.0, 4.0)  # cells of the 64-cell finest grid; 3 is map_smoothing="auto" here
@@ -31,9 +31,7 @@ def main(categories):
     ranked = sorted(means, key=means.get, reverse=True)[:5]
     write_table("select_pooling_context", "The feature pooling chosen again with the image context",
                 ["category", "pooling (finest first)", "map_smoothing", *FAMILY_COLUMNS], rows,
-                notes="10 % of the good training images, held out of the fit, as they are and with planted "
-                      "defects: small, large, texture swaps and edge bands (see ``select_defaults.py``); no test "
-                      "image is used. Every other parameter at its default (image context on). The best means "
+                notes=FAMILY_NOTES + " Every other parameter at its default (image context on). The best means "
                       "over both datasets: "
                       + ", ".join(f"pooling={p}, map_smoothing={w}: {means[p, w]:.2f}" for p, w in ranked) + ".")
 
