@@ -97,7 +97,9 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         scores do not depend on it. The width helps large defects; a smaller
         one (1.0 at input size 256) is better for small or thin ones.
     max_epochs : int, default=25
-        Maximum passes over the training images.
+        Maximum passes over the training images. The learning rate decays
+        to zero over them. With several hundred training images, 15 fit in
+        60 % of the time and scored as well on held-out defects.
     batch_size : int, default=4
         Images per optimisation step.
     learning_rate : float, default=1e-2
