@@ -33,7 +33,6 @@ from select_pooling import pooled_detector
 
 # (learning_rate, max_epochs): the epochs around the current 25, then the rate halved and doubled.
 CANDIDATES = ((1e-2, 15), (1e-2, 20), (1e-2, 25), (1e-2, 30), (5e-3, 25), (2e-2, 25))
-LONGEST_ELIGIBLE = 25  # epochs of the current default, at the fit target
 
 
 def _name(candidate):
@@ -41,15 +40,16 @@ def _name(candidate):
 
 
 def main(categories):
-    from sklearn_uflow import CNNFeatureTransformer
+    from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
 
     pooling = CNNFeatureTransformer().pooling
+    longest_eligible = UFlowDetector().max_epochs  # the current default, at the fit target
     rows, means = score_candidates(
         categories, CANDIDATES,
         lambda c: pooled_detector(pooling, learning_rate=c[0], max_epochs=c[1]), ("auto",), swaps=True, bands=True,
     )
     means = {candidate: mean for (candidate, _), mean in means.items()}
-    eligible = {c: mean for c, mean in means.items() if c[1] <= LONGEST_ELIGIBLE}
+    eligible = {c: mean for c, mean in means.items() if c[1] <= longest_eligible}
     best = max(eligible, key=eligible.get)
     tied = [c for c in CANDIDATES if c in eligible and eligible[c] >= eligible[best] - 0.1]
     small = {c: small_data_scores(pooling, widths=("auto",), learning_rate=c[0], max_epochs=c[1])[0] for c in tied}
