@@ -23,6 +23,8 @@ import sys
 import numpy as np
 
 from _report import data_dir, write_table
+from select_defaults import CATEGORIES, score_candidates
+from select_image_context import FAMILY_COLUMNS, FAMILY_NOTES
 
 SEEDS = (0, 1, 2, 3, 4)
 METRICS = ("pixel AUROC", "AUPRO", "image AUROC (max of map)", "image AUROC (min log10 NFA)")
@@ -74,8 +76,6 @@ def main(categories):
 
 
 def main_held_out(categories, seeds=SEEDS[:3]):
-    from select_defaults import score_candidates
-    from select_image_context import FAMILY_COLUMNS, FAMILY_NOTES
     from sklearn_uflow import UFlowDetector
 
     rows, means = score_candidates(
@@ -92,12 +92,9 @@ def main_held_out(categories, seeds=SEEDS[:3]):
 
 
 if __name__ == "__main__":
-    from select_defaults import CATEGORIES
-
-    root = data_dir()
-    held_out = "--held-out" in sys.argv
     categories = [a for a in sys.argv[1:] if a != "--held-out"]
-    if held_out:
+    if "--held-out" in sys.argv:
         main_held_out(categories or CATEGORIES)
     else:
+        root = data_dir()
         main(categories or sorted(str(p.parent.parent.relative_to(root)) for p in root.glob("*/*/train/good")))

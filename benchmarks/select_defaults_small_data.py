@@ -25,6 +25,21 @@ from select_pooling import CANDIDATES
 
 SEEDS = (0, 1, 2)
 SMOOTHING_WIDTHS = (0.0, 1.0, 2.0, 3.0, "auto")
+TIE_MARGIN = 0.1  # point of the mean held-out score
+
+
+def break_ties(means, small_data, prefer=None):
+    """The candidate with the best mean held-out score, those within
+    ``TIE_MARGIN`` of it told apart by the mean of ``small_data(candidate)``
+    (pixel AUROC and AUPRO on a small training set); on an exact tie there,
+    ``prefer``, then the first in ``means``, wins.
+
+    Returns the chosen candidate and ``{candidate: small_data(candidate)}`` for
+    the tied ones, in the order of ``means``.
+    """
+    best = max(means.values())
+    small = {c: small_data(c) for c, mean in means.items() if mean >= best - TIE_MARGIN}
+    return max(small, key=lambda c: (small[c].mean(), c == prefer)), small
 
 
 def small_data_scores(pooling, image_size=64, widths=SMOOTHING_WIDTHS, **params):

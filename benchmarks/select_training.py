@@ -27,7 +27,7 @@ import numpy as np
 
 from _report import write_table
 from select_defaults import CATEGORIES, score_candidates
-from select_defaults_small_data import small_data_scores
+from select_defaults_small_data import break_ties, small_data_scores
 from select_image_context import FAMILY_COLUMNS, FAMILY_NOTES
 from select_pooling import pooled_detector
 
@@ -50,10 +50,9 @@ def main(categories):
     )
     means = {candidate: mean for (candidate, _), mean in means.items()}
     eligible = {c: mean for c, mean in means.items() if c[1] <= longest_eligible}
-    best = max(eligible, key=eligible.get)
-    tied = [c for c in CANDIDATES if c in eligible and eligible[c] >= eligible[best] - 0.1]
-    small = {c: small_data_scores(pooling, widths=("auto",), learning_rate=c[0], max_epochs=c[1])[0] for c in tied}
-    chosen = max(tied, key=lambda c: small[c].mean())
+    chosen, small = break_ties(
+        eligible, lambda c: small_data_scores(pooling, widths=("auto",), learning_rate=c[0], max_epochs=c[1])[0]
+    )
     write_table("select_training", "The learning rate and epochs chosen again",
                 ["category", "(learning_rate, max_epochs)", "map_smoothing", *FAMILY_COLUMNS], rows,
                 notes=FAMILY_NOTES + " Every other parameter at its default. Means over both datasets: "
@@ -61,7 +60,7 @@ def main(categories):
                                   for c in CANDIDATES)
                       + ". Within 0.1 point of the best, on 16 good 64×64 images of ``make_defects`` (pixel AUROC "
                       "/ AUPRO, three seeds): "
-                      + ", ".join(f"{_name(c)}: {small[c][0]:.2f} / {small[c][1]:.2f}" for c in tied)
+                      + ", ".join(f"{_name(c)}: {small[c][0]:.2f} / {small[c][1]:.2f}" for c in small)
                       + f". Chosen: ``{_name(chosen)}``.")
     print("chosen", chosen, {c: np.round(m, 2) for c, m in means.items()})
 
