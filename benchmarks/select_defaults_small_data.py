@@ -14,8 +14,11 @@ backbone's input size equal to the image size. Writes ``docs/benchmarks/select_d
 ``docs/benchmarks/select_pooling_small_data.rst`` and
 ``docs/benchmarks/smoothing_small_data.rst``.
 
-Usage: ``python benchmarks/select_defaults_small_data.py``
+Usage: ``python benchmarks/select_defaults_small_data.py [training] [pooling] [smoothing]`` (all three
+tables when none is named)
 """
+
+import sys
 
 import numpy as np
 
@@ -65,7 +68,7 @@ def candidate_scores(pooling, **params):
     return small_data_scores(pooling, widths=(1.0,), image_context=False, **params)[0]
 
 
-def main():
+def main_training():
     rows = []
     for learning_rate, max_epochs in TRAINING:
         auroc, pro = candidate_scores(1, learning_rate=learning_rate, max_epochs=max_epochs)
@@ -77,6 +80,9 @@ def main():
                       "32 images of the set; Lite0 backbone at input size 64 without pooling; the paper's flow "
                       "(``image_context=False``) and ``map_smoothing=1.0``, the defaults when these candidates "
                       "were chosen.")
+
+
+def main_pooling():
     rows = []
     for pooling in CANDIDATES:
         auroc, pro = candidate_scores(pooling)
@@ -86,6 +92,9 @@ def main():
                 ["pooling (finest first)", "pixel AUROC", "AUPRO"], rows,
                 notes="As above, with the default training and each pooling of the Lite0 features (at input size "
                       "64 the feature maps are 16×16, 8×8 and 4×4).")
+
+
+def main_smoothing():
     from sklearn_uflow import CNNFeatureTransformer
     from sklearn_uflow.detector import AUTO_SMOOTHING
 
@@ -93,7 +102,7 @@ def main():
     for image_size in (64, 128):
         scores = small_data_scores(default_pooling, image_size)
         for width, (auroc, pro) in zip(SMOOTHING_WIDTHS, scores):
-            if width == "auto":  # 3/64 of the side, in cells of 4 pixels
+            if width == "auto":  # a share of the side, in cells of 4 pixels
                 width = f"auto ({AUTO_SMOOTHING * image_size / 4:g})"
             rows.append([image_size, width, f"{auroc:.2f}", f"{pro:.2f}"])
             print(rows[-1], flush=True)
@@ -102,8 +111,11 @@ def main():
                 notes="``make_defects`` as above, at 64×64 and 128×128 (16 good images per fit, three seeds, means "
                       "shown), the backbone's ``input_size`` equal to the image size, with every default but "
                       "``map_smoothing``; one cell is 4 pixels at both sizes, and "
-                      "``\"auto\"``, the default, is 3/64 of the image's side (its width in cells in brackets).")
+                      f"``\"auto\"``, the default, is {AUTO_SMOOTHING * 64:g}/64 of the image's side (its width in "
+                      "cells in brackets).")
 
 
 if __name__ == "__main__":
-    main()
+    parts = {"training": main_training, "pooling": main_pooling, "smoothing": main_smoothing}
+    for name in sys.argv[1:] or parts:
+        parts[name]()

@@ -18,9 +18,9 @@ from .scoring import anomaly_map, smooth_maps
 
 __all__ = ["UFlowDetector"]
 
-# map_smoothing="auto", as a share of the image's side: three 4-pixel cells at
-# 256x256, the width chosen on held-out images (benchmarks/select_image_context.py).
-AUTO_SMOOTHING = 3 / 64
+# map_smoothing="auto", as a share of the image's side: two 4-pixel cells at
+# 256x256, the width chosen on held-out images over three seeds (benchmarks/select_over_seeds.py).
+AUTO_SMOOTHING = 2 / 64
 
 
 def _normal_images(images, y):
@@ -89,10 +89,10 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         defects are mostly of that kind.
     map_smoothing : "auto" or float, default="auto"
         Standard deviation of the Gaussian filter applied to the anomaly
-        maps. ``"auto"``: 3/64 of the image's height and width, the width
-        chosen with ``image_context`` on held-out images with the Lite0
-        preset at its default input size, 256 (three cells of its 64x64
-        finest latent grid), kept in proportion to the image whatever the
+        maps. ``"auto"``: 2/64 of the image's height and width, the width
+        chosen on held-out images with the Lite0 preset at its default input
+        size, 256 (two cells of its 64x64 finest latent grid;
+        ``benchmarks/select_over_seeds.py``), kept in proportion to the image whatever the
         backbone and its input size. A float: in cells of the finest latent
         grid (the backbone's input size / 4 for the CNN presets, 28 cells for
         MS-CaiT); 0 keeps the paper's map as it is. The a contrario masks and

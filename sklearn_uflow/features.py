@@ -373,15 +373,20 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         shapes and wiring - the features are meaningless.
     input_size : int, default=256
         Images are resized to ``input_size x input_size`` before the backbone.
-    pooling : int or tuple of 3 int, default=(5, 5, 1)
+    pooling : int or tuple of 3 int, default=3
         Side, in feature cells, of the square window over which each scale's
-        features are averaged (stride 1: the shapes do not change), finest
-        scale first; 1 leaves a scale as it is, an int applies to all three.
-        This is PatchCore's local neighbourhood aggregation. Averaging lowers
-        the noise of the fine scales, whose receptive fields are small, so
-        that large low-contrast changes stand out; the default was chosen on
-        synthetic defects planted in held-out training images
-        (``benchmarks/select_pooling.py``).
+        features are averaged (stride 1: the shapes do not change); an int
+        applies to all three scales, a tuple gives one per scale, finest
+        first; 1 leaves a scale as it is. This is PatchCore's local
+        neighbourhood aggregation. Averaging lowers the noise of the fine
+        scales, whose receptive fields are small, so that large low-contrast
+        changes stand out; the default was chosen on synthetic defects
+        planted in held-out training images, over three seeds
+        (``benchmarks/select_over_seeds.py``), at the default input size.
+        The window is counted in cells, so at a smaller ``input_size`` it
+        covers more of the image: there, ``(5, 5, 1)`` or ``(3, 3, 1)``,
+        which leave the coarsest scale as it is, did better on synthetic
+        defects (the benchmarks page, "The map smoothing on small images").
     batch_size : int or "auto", default="auto"
         Images per forward pass. ``"auto"``: 2 on a CPU (small batches stay
         in the cache and run fastest), 32 on a GPU.
@@ -418,7 +423,7 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
     (2, 10496)
     """
 
-    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256, pooling=(5, 5, 1),
+    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256, pooling=3,
                  batch_size="auto", device="auto", verbose=0):
         self.backbone = backbone
         self.weights = weights
