@@ -22,7 +22,6 @@ each of the three seeds; otherwise the defaults stay. Writes
 Usage: ``python benchmarks/select_over_seeds.py [category ...]``
 """
 
-import ast
 import sys
 
 import numpy as np
@@ -61,8 +60,9 @@ def main(categories):
     means = {(pooling, seed, width): m for ((pooling, seed), width), m in means.items()}
     chosen, over_seeds, gains = choose(means)
     ranked = sorted(over_seeds, key=over_seeds.get, reverse=True)[:5]
-    for row in rows:  # "((5, 5, 1), 0)" -> "(5, 5, 1)", "0"
-        pooling, seed = ast.literal_eval(row[1])
+    by_label = {str(c): c for c in candidates}  # score_candidates labels its rows with str(candidate)
+    for row in rows:
+        pooling, seed = by_label[row[1]]
         row[1:2] = [str(pooling), seed]
     verdict = ("the defaults stay" if chosen == DEFAULT else
                f"the defaults become pooling={chosen[0]}, map_smoothing={chosen[1]} cells")
