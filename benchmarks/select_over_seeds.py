@@ -28,13 +28,13 @@ import numpy as np
 
 from _report import write_table
 from select_defaults import CATEGORIES, score_candidates
+from select_defaults_small_data import TIE_MARGIN
 from select_image_context import FAMILY_COLUMNS, FAMILY_NOTES
 
 POOLINGS = ((5, 5, 1), (3, 3, 3))
 SEEDS = (0, 1, 2)
-WIDTHS = (1.0, 2.0, 3.0, 4.0)  # cells of the 64-cell finest grid; 3 is map_smoothing="auto" here
+WIDTHS = (1.0, 2.0, 3.0, 4.0)  # cells of the 64-cell finest grid; map_smoothing="auto" was 3, now 2
 DEFAULT = ((5, 5, 1), 3.0)
-TIE_MARGIN = 0.1
 
 
 def choose(means):

@@ -23,7 +23,7 @@ from select_defaults import CATEGORIES, score_candidates
 from select_image_context import FAMILY_COLUMNS, FAMILY_NOTES
 from select_pooling import CANDIDATES, pooled_detector
 
-WIDTHS = (1.0, 2.0, 3.0, 4.0)  # cells of the 64-cell finest grid; 3 is map_smoothing="auto" here
+WIDTHS = (1.0, 2.0, 3.0, 4.0)  # cells of the 64-cell finest grid; 3 was map_smoothing="auto" at this run
 
 
 def main(categories):
