@@ -193,7 +193,8 @@ def _training_options(parser):
     parser.add_argument("--input-size", type=int, default=256, help="backbone input size for CNNs (default 256)")
     parser.add_argument("--pooling", type=int, nargs="+", metavar="SIDE",
                         help="CNN feature pooling window, one odd side for all scales or one per scale, finest "
-                             "first (default: CNNFeatureTransformer's, 3 on every scale)")
+                             "first (default: CNNFeatureTransformer's 'auto', 3 on every scale at input size 256, "
+                             "none below)")
     parser.add_argument("--no-image-context", action="store_true",
                         help="the paper's flow: couplings do not see the image's mean features")
     for option, kind in (("--max-epochs", int), ("--batch-size", int), ("--learning-rate", float)):

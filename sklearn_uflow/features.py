@@ -39,6 +39,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UNTRAINED = "untrained"
 
+# ``pooling="auto"``: windows of AUTO_POOLING cells at input size 256 (chosen on held-out training images,
+# over seeds) and the same share of the image at other sizes (chosen on small images):
+# benchmarks/select_over_seeds.py and select_defaults_small_data.py.
+AUTO_POOLING = 3
+
 # timm model name and ``features_only`` indices of the strides 4, 8 and 16.
 CNN_PRESETS = {
     "resnet18": ("resnet18", (1, 2, 3)),
@@ -373,20 +378,19 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         shapes and wiring - the features are meaningless.
     input_size : int, default=256
         Images are resized to ``input_size x input_size`` before the backbone.
-    pooling : int or tuple of 3 int, default=3
+    pooling : "auto", int or tuple of 3 int, default="auto"
         Side, in feature cells, of the square window over which each scale's
         features are averaged (stride 1: the shapes do not change); an int
         applies to all three scales, a tuple gives one per scale, finest
         first; 1 leaves a scale as it is. This is PatchCore's local
         neighbourhood aggregation. Averaging lowers the noise of the fine
         scales, whose receptive fields are small, so that large low-contrast
-        changes stand out; the default was chosen on synthetic defects
-        planted in held-out training images, over three seeds
-        (``benchmarks/select_over_seeds.py``), at the default input size.
-        The window is counted in cells, so at a smaller ``input_size`` it
-        covers more of the image: there, ``(5, 5, 1)`` or ``(3, 3, 1)``,
-        which leave the coarsest scale as it is, did better on synthetic
-        defects (the benchmarks page, "The map smoothing on small images").
+        changes stand out. ``"auto"``: 3 cells on every scale at
+        ``input_size=256`` (chosen on synthetic defects planted in held-out
+        training images, over three seeds), and the same share of the image
+        at other sizes: the largest odd number of cells up to
+        ``3 * input_size / 256``, at least 1, so no pooling below 256 (where
+        it did worse on small synthetic images) and 5 cells at 512.
     batch_size : int or "auto", default="auto"
         Images per forward pass. ``"auto"``: 2 on a CPU (small batches stay
         in the cache and run fastest), 32 on a GPU.
@@ -423,7 +427,7 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
     (2, 10496)
     """
 
-    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256, pooling=3,
+    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256, pooling="auto",
                  batch_size="auto", device="auto", verbose=0):
         self.backbone = backbone
         self.weights = weights
@@ -437,6 +441,8 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         if self.backbone not in CNN_PRESETS:
             raise ValueError(f"backbone={self.backbone!r} is not one of {sorted(CNN_PRESETS)}.")
         name, out_indices = CNN_PRESETS[self.backbone]
+        if not (isinstance(self.input_size, numbers.Integral) and self.input_size >= 16):
+            raise ValueError(f"input_size must be an integer of at least 16, got {self.input_size!r}.")
         self._check_pooling(len(out_indices))  # fail before loading the weights
         if self.backbone == "efficientnet_lite0" and self.weights == "imagenet":
             model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
@@ -459,7 +465,10 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         return config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
 
     def _check_pooling(self, n_scales):
-        windows = (self.pooling,) * n_scales if isinstance(self.pooling, numbers.Integral) else self.pooling
+        pooling = self.pooling
+        if isinstance(pooling, str) and pooling == "auto":  # the window's share of the image, as at 256
+            pooling = max(1, (int(AUTO_POOLING * self.input_size / 256) - 1) // 2 * 2 + 1)
+        windows = (pooling,) * n_scales if isinstance(pooling, numbers.Integral) else pooling
         try:
             windows = tuple(windows)
         except TypeError:
@@ -468,7 +477,7 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
             isinstance(k, numbers.Integral) and k >= 1 and k % 2 == 1 for k in windows
         ):
             raise ValueError(
-                f"pooling must be an odd positive int or a tuple of {n_scales} of them (one per scale, "
+                f"pooling must be 'auto', an odd positive int or a tuple of {n_scales} of them (one per scale, "
                 f"finest first), got {self.pooling!r}."
             )
         return tuple(int(k) for k in windows)

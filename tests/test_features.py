@@ -61,6 +61,19 @@ def test_pooling_averages_each_scale_over_its_window_inside_the_map():
             CNNFeatureTransformer(input_size=32, pooling=bad, device="cpu").fit(X)
 
 
+def test_auto_pooling_keeps_the_windows_share_of_the_image():
+    """3 cells at input size 256, as chosen there; none below; 5 cells at 512."""
+    rng = np.random.default_rng(4)
+    for size, cells in ((64, 1), (256, 3), (512, 5)):
+        X = rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+        auto = CNNFeatureTransformer(input_size=size, device="cpu").fit(X).extract(X)
+        fixed = CNNFeatureTransformer(input_size=size, pooling=cells, device="cpu").fit(X).extract(X)
+        for a, f in zip(auto, fixed):
+            torch.testing.assert_close(a, f, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="input_size must be"):
+        CNNFeatureTransformer(input_size="256", device="cpu").fit(X)
+
+
 def test_grayscale_is_replicated():
     gray = np.random.default_rng(1).random((2, 32, 32))
     step = CNNFeatureTransformer(input_size=32, device="cpu").fit(gray)
