@@ -83,11 +83,11 @@ def lite0():
            f"{1000 * maps_seconds / len(test):.2f}", f"{peak:.2f}"]
     checks = [
         ["pixel AUROC on the synthetic test images (GPU fit)", f"{100 * pixel_roc_auc(masks[test], maps):.2f}"],
-        ["max |map on GPU − map of the same model unpickled on the CPU| (32 images)",
+        ["largest difference, maps on the GPU against the same model unpickled on the CPU (32 images)",
          f"{np.abs(cpu_maps - maps[:32]).max():.2e}"],
-        ["max |map on GPU − map of the same model saved with save() and loaded on the CPU| (32 images)",
+        ["largest difference, maps on the GPU against the model saved by save(), loaded on the CPU (32 images)",
          f"{np.abs(loaded_maps - maps[:32]).max():.2e}"],
-        ["max |map of fit 1 − map of fit 2|, two GPU fits with random_state=0",
+        ["largest difference between the maps of two GPU fits with random_state=0",
          f"{np.abs(again.anomaly_maps(X[test]) - maps).max():.2e}"],
     ]
     return row, checks
