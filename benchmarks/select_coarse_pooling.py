@@ -8,9 +8,9 @@ per training image, over the fit target), raised the pixel AUROC of the
 held-out large defects, texture swaps and edge bands on Magnetic Tile by 0.4,
 2.3 and 2.2 points, and lowered that of the small defects by 3 points and
 their AUPRO by 10 to 11 on both datasets: a wider view helps the large,
-low-contrast changes and blurs the small ones. Pooling
-the two coarser scales over wider windows widens their view at no cost in
-time and leaves the finest scale, which the small defects need, as it is.
+low-contrast changes and blurs the small ones. Pooling the two coarser
+scales over wider windows widens their view at no cost in time and leaves
+the finest scale, which the small defects need, as it is.
 
 Protocol (the same as ``select_over_seeds.py``: 10 % of the good *training*
 images held out, the same held-out images for every fit, four families of
