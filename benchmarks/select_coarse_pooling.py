@@ -33,10 +33,8 @@ Usage: ``python benchmarks/select_coarse_pooling.py [category ...]``
 
 import sys
 
-from _report import write_table
-from select_defaults import CATEGORIES, score_candidates
-from select_image_context import FAMILY_COLUMNS, FAMILY_NOTES
-from select_over_seeds import choose, rule_summary
+from select_defaults import CATEGORIES
+from select_over_seeds import select_by_screen
 
 DEFAULT = ((3, 3, 3), 2.0)
 CANDIDATES = ((3, 3, 5), (3, 5, 5), (3, 5, 7))
@@ -44,44 +42,19 @@ WIDTHS = (1.0, 2.0, 3.0, 4.0)  # cells of the 64-cell finest grid
 SEEDS = (0, 1, 2)
 
 
-def _detector(candidate):
+def _detector(pooling, seed):
     from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
 
-    pooling, seed = candidate
     return UFlowDetector(CNNFeatureTransformer("efficientnet_lite0", pooling=pooling), random_state=seed,
                          device="cpu")
 
 
 def main(categories):
-    rows, means = [], {}
-
-    def run(candidates):
-        new_rows, new_means = score_candidates(categories, candidates, _detector, WIDTHS, swaps=True, bands=True)
-        by_label = {str(c): c for c in candidates}  # score_candidates labels its rows with str(candidate)
-        for row in new_rows:
-            pooling, seed = by_label[row[1]]
-            row[1:2] = [str(pooling), seed]
-        rows.extend(new_rows)
-        means.update({(pooling, seed, width): m for ((pooling, seed), width), m in new_means.items()})
-
-    run([(pooling, SEEDS[0]) for pooling in (DEFAULT[0], *CANDIDATES)])
-    screen = {p: max(means[p, SEEDS[0], w] for w in WIDTHS) for p in CANDIDATES}
-    finalist = max(screen, key=screen.get)
-    print("finalist", finalist, flush=True)
-    run([(pooling, seed) for pooling in (DEFAULT[0], finalist) for seed in SEEDS[1:]])
-    chosen, over_seeds, gains = choose(means, DEFAULT, SEEDS)
-    verdict, summary = rule_summary(over_seeds, gains, chosen, DEFAULT)
-    rows.sort(key=lambda row: (row[0] != categories[0], row[1] != str(DEFAULT[0]), row[1], row[2]))
-    write_table(
-        "select_coarse_pooling", "Wider pooling on the coarser scales",
-        ["category", "pooling (finest first)", "random_state", "map_smoothing", *FAMILY_COLUMNS], rows,
-        notes=FAMILY_NOTES + " Every other parameter at its default. With random_state=0, the best mean over "
-              "both datasets of each pooling (at its best width): "
-              + ", ".join(f"{p}: {m:.2f}" for p, m in sorted(screen.items(), key=lambda kv: -kv[1]))
-              + f", against {max(means[DEFAULT[0], SEEDS[0], w] for w in WIDTHS):.2f} for the default {DEFAULT[0]}. "
-              f"The finalist {finalist} and the default over the seeds " + ", ".join(map(str, SEEDS)) + ": "
-              + summary)
-    print(verdict)
+    print(select_by_screen(
+        "select_coarse_pooling", "Wider pooling on the coarser scales", "pooling (finest first)", categories,
+        DEFAULT, CANDIDATES, _detector, name="pooling", widths=WIDTHS, seeds=SEEDS,
+        sort_key=lambda row: (row[0] != categories[0], row[1] != str(DEFAULT[0]), row[1], row[2]),
+    ))
 
 
 if __name__ == "__main__":

@@ -48,33 +48,78 @@ def choose(means, default=DEFAULT, seeds=SEEDS):
     return chosen, over_seeds, gains
 
 
-def rule_summary(over_seeds, gains, chosen, default=DEFAULT):
-    """The verdict of :func:`choose` and the sentences that report it under a table."""
+def rule_summary(over_seeds, gains, chosen, default=DEFAULT, name="pooling"):
+    """The verdict of :func:`choose` and the sentences that report it under a table; ``name`` is the parameter
+    whose values are compared."""
     ranked = sorted(over_seeds, key=over_seeds.get, reverse=True)[:5]
     verdict = ("the defaults stay" if chosen == default else
-               f"the defaults become pooling={chosen[0]}, map_smoothing={chosen[1]} cells")
-    return verdict, (", ".join(f"pooling={p}, map_smoothing={w}: {over_seeds[p, w]:.2f}" for p, w in ranked)
+               f"the defaults become {name}={chosen[0]}, map_smoothing={chosen[1]} cells")
+    return verdict, (", ".join(f"{name}={v}, map_smoothing={w}: {over_seeds[v, w]:.2f}" for v, w in ranked)
                      + ". The best pair's gain over the default pair, seed by seed: "
                      + ", ".join(f"{g:+.2f}" for g in gains) + f"; by the rule, {verdict}.")
+
+
+def score_pairs(categories, pairs, make_detector, widths=WIDTHS):
+    """:func:`select_defaults.score_candidates` (every family) for ``(value, seed)`` pairs, each fitted as
+    ``make_detector(value, seed)``: the rows, labelled with the value and the seed, and the means over both
+    datasets as ``{(value, seed, width): mean}``."""
+    rows, means = score_candidates(categories, pairs, lambda pair: make_detector(*pair), widths,
+                                   swaps=True, bands=True)
+    by_label = {str(pair): pair for pair in pairs}  # score_candidates labels its rows with str(candidate)
+    for row in rows:
+        value, seed = by_label[row[1]]
+        row[1:2] = [str(value), seed]
+    return rows, {(value, seed, width): m for ((value, seed), width), m in means.items()}
+
+
+def screen_then_seeds(categories, default, candidates, make_detector, widths=WIDTHS, seeds=SEEDS):
+    """Fit ``default`` and every candidate with ``seeds[0]``; then the default and the finalist, the candidate
+    with the best mean at its best width, with the other seeds (:func:`score_pairs`).
+
+    Returns the rows, the means, the screen ``{candidate: best seed-0 mean}`` and the finalist."""
+    rows, means = score_pairs(categories, [(value, seeds[0]) for value in (default, *candidates)], make_detector,
+                              widths)
+    screen = {value: max(means[value, seeds[0], w] for w in widths) for value in candidates}
+    finalist = max(screen, key=screen.get)
+    print("finalist", finalist, flush=True)
+    more_rows, more_means = score_pairs(categories, [(value, seed) for value in (default, finalist)
+                                                     for seed in seeds[1:]], make_detector, widths)
+    return rows + more_rows, {**means, **more_means}, screen, finalist
+
+
+def screen_summary(screen, means, default, finalist, name, widths=WIDTHS, seeds=SEEDS):
+    """The sentences that report :func:`screen_then_seeds`'s screen, before :func:`rule_summary`'s."""
+    return (f"With random_state={seeds[0]}, the best mean over both datasets of each {name} (at its best width): "
+            + ", ".join(f"{v}: {m:.2f}" for v, m in sorted(screen.items(), key=lambda kv: -kv[1]))
+            + f", against {max(means[default, seeds[0], w] for w in widths):.2f} for the default {default}. "
+            f"The finalist {finalist} and the default over the seeds " + ", ".join(map(str, seeds)) + ": ")
+
+
+def select_by_screen(table, title, column, categories, default, candidates, make_detector, *, name, sort_key,
+                     widths=WIDTHS, seeds=SEEDS):
+    """:func:`screen_then_seeds` for ``default = (value, width)``, the rule of :func:`choose`, and the table
+    ``docs/benchmarks/<table>.rst`` (rows ordered by ``sort_key``); returns the verdict."""
+    rows, means, screen, finalist = screen_then_seeds(categories, default[0], candidates, make_detector, widths,
+                                                      seeds)
+    chosen, over_seeds, gains = choose(means, default, seeds)
+    verdict, summary = rule_summary(over_seeds, gains, chosen, default, name)
+    write_table(
+        table, title, ["category", column, "random_state", "map_smoothing", *FAMILY_COLUMNS],
+        sorted(rows, key=sort_key), notes=FAMILY_NOTES + " Every other parameter at its default. "
+              + screen_summary(screen, means, default[0], finalist, name, widths, seeds) + summary)
+    return verdict
 
 
 def main(categories):
     from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
 
-    candidates = [(pooling, seed) for pooling in POOLINGS for seed in SEEDS]
-    rows, means = score_candidates(
-        categories, candidates,
-        lambda c: UFlowDetector(CNNFeatureTransformer("efficientnet_lite0", pooling=c[0]), random_state=c[1],
-                                device="cpu"),
-        WIDTHS, swaps=True, bands=True,
+    rows, means = score_pairs(
+        categories, [(pooling, seed) for pooling in POOLINGS for seed in SEEDS],
+        lambda pooling, seed: UFlowDetector(CNNFeatureTransformer("efficientnet_lite0", pooling=pooling),
+                                            random_state=seed, device="cpu"),
     )
-    means = {(pooling, seed, width): m for ((pooling, seed), width), m in means.items()}
     chosen, over_seeds, gains = choose(means)
     verdict, summary = rule_summary(over_seeds, gains, chosen)
-    by_label = {str(c): c for c in candidates}  # score_candidates labels its rows with str(candidate)
-    for row in rows:
-        pooling, seed = by_label[row[1]]
-        row[1:2] = [str(pooling), seed]
     write_table(
         "select_over_seeds", "The pooling and the smoothing chosen again over three seeds",
         ["category", "pooling (finest first)", "random_state", "map_smoothing", *FAMILY_COLUMNS], rows,

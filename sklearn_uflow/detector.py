@@ -110,8 +110,14 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         synthetic defects planted in held-out good training images of the
         benchmark datasets and on ``make_defects``, never on test images
         (see the benchmarks page of the documentation).
-    weight_decay : float, default=0.0
-        Adam's L2 penalty.
+    weight_decay : float, default=0.01
+        Decoupled weight decay (AdamW) of the couplings' weights: each step
+        shrinks them by ``learning_rate * weight_decay`` (times the
+        schedule's factor) of their size, towards the identity coupling. Not
+        an L2 term added to the gradient: the loss sums over every feature
+        of an image, and its gradients are hundreds of times the weights.
+        Chosen on held-out images over three seeds (0.01 over none, 0.1 and
+        1); 0 trains without it.
     validation_fraction : float, default=0.1
         Share of the training images held out to stop training early and
         keep the best weights. 0 trains for ``max_epochs`` on all images.
@@ -194,7 +200,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
 
     def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4,
                  affine_clamp=2.0, image_context=True, map_smoothing="auto", max_epochs=25, batch_size=4,
-                 learning_rate=1e-2, weight_decay=0.0, validation_fraction=0.1, n_iter_no_change=5, tol=1e-4,
+                 learning_rate=1e-2, weight_decay=0.01, validation_fraction=0.1, n_iter_no_change=5, tol=1e-4,
                  contamination="auto", epsilon=1.0, nfa_null="validation", device="auto", random_state=None,
                  verbose=0, n_jobs=None):
         self.extractor = extractor

@@ -390,7 +390,8 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         training images, over three seeds), and the same share of the image
         at other sizes: the largest odd number of cells up to
         ``3 * input_size / 256``, at least 1, so no pooling below 256 (where
-        it did worse on small synthetic images) and 5 cells at 512. Wider
+        it did worse on small synthetic images) and 5 cells at 512 (not
+        measured on real images; on synthetic ones 3 did better there). Wider
         windows on the coarser scales, such as ``(3, 5, 5)``, favour large
         low-contrast defects over small ones.
     batch_size : int or "auto", default="auto"

@@ -321,17 +321,35 @@ def evaluate_nll(flow, features, batch_size, device):
     return total / len(features[0])
 
 
+def _decay_groups(flow, weight_decay):
+    """Adam's parameter groups: weight decay on the couplings' weights only.
+
+    Decoupled (AdamW), not an L2 term added to the gradient: the loss sums over
+    some 10^5 dimensions per image, so its gradients are hundreds of times the
+    weights (median ratio 330 on MPDD's Lite0 features) and an added L2 term
+    would do nothing at any usual value. Decay pulls a coupling towards the
+    identity and its context term towards the paper's subnet; the biases and
+    the global affine, whose zero is no such reference, are left alone.
+    """
+    params = [(name, p) for name, p in flow.named_parameters() if p.requires_grad]
+    decayed = [p for name, p in params if ".subnet." in name and name.endswith(".weight")]
+    ids = {id(p) for p in decayed}
+    return [{"params": decayed, "weight_decay": weight_decay},
+            {"params": [p for _, p in params if id(p) not in ids], "weight_decay": 0.0}]
+
+
 def train_flow(flow, train_features, val_features, *, max_epochs, batch_size, learning_rate,
                weight_decay, n_iter_no_change, tol, device, seed, verbose=0):
     """Fit the flow by maximum likelihood, with early stopping on validation.
 
     The loss is the per-image negative log-likelihood averaged over the batch,
-    so that the learning rate does not depend on the batch size. Adam, with a
-    warm-up then cosine learning-rate schedule stepped once per iteration over
-    the real number of iterations. After each epoch the validation loss is
-    computed (unless ``val_features`` is None); training stops when it has not improved by ``tol`` (in bits per
-    dimension) for ``n_iter_no_change`` epochs, and the best weights are
-    restored.
+    so that the learning rate does not depend on the batch size. AdamW
+    (weight decay on the couplings' weights only, see :func:`_decay_groups`),
+    with a warm-up then cosine learning-rate schedule stepped once per
+    iteration over the real number of iterations. After each epoch the
+    validation loss is computed (unless ``val_features`` is None); training
+    stops when it has not improved by ``tol`` (in bits per dimension) for
+    ``n_iter_no_change`` epochs, and the best weights are restored.
 
     Returns
     -------
@@ -346,9 +364,10 @@ def train_flow(flow, train_features, val_features, *, max_epochs, batch_size, le
     total = max_epochs * iterations_per_epoch
     warmup = max(1, total // 20)
     # The fused kernel does one pass over all the weights: 0.6 ms a step on a
-    # 2-core CPU against 2.3 ms for the loop over tensors (about 3 % of a step).
+    # 2-core CPU against 2.3 ms for the loop over tensors (about 3 % of a
+    # step; measured with Adam, which AdamW's kernel shares).
     fused = torch.device(device).type in ("cpu", "cuda")
-    optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate, weight_decay=weight_decay, fused=fused)
+    optimizer = torch.optim.AdamW(_decay_groups(flow, weight_decay), lr=learning_rate, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda it: min((it + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(it, total) / total))),

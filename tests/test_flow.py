@@ -159,3 +159,29 @@ def test_training_lowers_the_loss_and_detects_divergence():
     with pytest.raises(TrainingDivergedError, match="learning_rate"):
         train_flow(build_uflow(TINY, n_steps=2), bad, None, max_epochs=1, batch_size=4, learning_rate=1e-2,
                    weight_decay=0, n_iter_no_change=1, tol=0, device="cpu", seed=0)
+
+
+def test_weight_decay_is_decoupled_and_shrinks_only_the_couplings_weights():
+    # One iteration from the same start (one batch, one epoch: the schedule's
+    # factor is 1) with and without decay: AdamW's only difference is the
+    # decayed weights' shrinkage, -learning_rate * weight_decay * w, however
+    # large the gradients (an L2 term added to them would be drowned).
+    train = [2 + 3 * t.float() for t in _inputs(TINY, n=4)]
+    flows = []
+    for weight_decay in (0.0, 0.5):
+        flow = _randomise(build_uflow(TINY, n_steps=2))
+        flow.standardize_with(train)
+        start = {name: p.detach().clone() for name, p in flow.named_parameters()}
+        train_flow(flow, train, None, max_epochs=1, batch_size=4, learning_rate=1e-2, weight_decay=weight_decay,
+                   n_iter_no_change=1, tol=0, device="cpu", seed=0)
+        flows.append(dict(flow.named_parameters()))
+    decayed = 0
+    for name, w0 in start.items():
+        difference = flows[1][name].detach() - flows[0][name].detach()
+        if ".subnet." in name and name.endswith(".weight"):
+            decayed += 1
+            torch.testing.assert_close(difference, -1e-2 * 0.5 * w0, atol=1e-6, rtol=1e-4)
+        else:
+            assert torch.equal(difference, torch.zeros_like(w0)), name
+    # two steps per stage, two convolutions and one context map per step, two stages
+    assert decayed == 2 * 3 * 2
