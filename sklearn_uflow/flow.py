@@ -331,11 +331,11 @@ def _decay_groups(flow, weight_decay):
     identity and its context term towards the paper's subnet; the biases and
     the global affine, whose zero is no such reference, are left alone.
     """
-    params = [(name, p) for name, p in flow.named_parameters() if p.requires_grad]
-    decayed = [p for name, p in params if ".subnet." in name and name.endswith(".weight")]
-    ids = {id(p) for p in decayed}
-    return [{"params": decayed, "weight_decay": weight_decay},
-            {"params": [p for _, p in params if id(p) not in ids], "weight_decay": 0.0}]
+    decayed, kept = [], []
+    for name, p in flow.named_parameters():
+        if p.requires_grad:
+            (decayed if ".subnet." in name and name.endswith(".weight") else kept).append(p)
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": kept, "weight_decay": 0.0}]
 
 
 def train_flow(flow, train_features, val_features, *, max_epochs, batch_size, learning_rate,
