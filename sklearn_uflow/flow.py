@@ -322,7 +322,7 @@ def evaluate_nll(flow, features, batch_size, device):
 
 
 def _decay_groups(flow, weight_decay):
-    """Adam's parameter groups: weight decay on the couplings' weights only.
+    """AdamW's parameter groups: weight decay on the couplings' weights only.
 
     Decoupled (AdamW), not an L2 term added to the gradient: the loss sums over
     some 10^5 dimensions per image, so its gradients are hundreds of times the
