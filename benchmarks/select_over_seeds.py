@@ -110,6 +110,22 @@ def select_by_screen(table, title, column, categories, default, candidates, make
     return verdict
 
 
+def lite0_detector(name, value, seed):
+    """The Lite0 preset with every default but ``name=value``, fitted with ``random_state=seed`` on the CPU."""
+    from sklearn_uflow import UFlowDetector
+
+    return UFlowDetector("efficientnet_lite0", **{name: value}, random_state=seed, device="cpu")
+
+
+def select_parameter(table, title, name, categories, default, candidates, widths=WIDTHS, seeds=SEEDS):
+    """:func:`select_by_screen` for the detector parameter ``name`` (a number), each fit a
+    :func:`lite0_detector`; rows ordered by dataset (``categories``' first first), value and seed."""
+    return select_by_screen(
+        table, title, name, categories, default, candidates, lambda value, seed: lite0_detector(name, value, seed),
+        name=name, widths=widths, seeds=seeds, sort_key=lambda row: (row[0] != categories[0], float(row[1]), row[2]),
+    )
+
+
 def main(categories):
     from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
 

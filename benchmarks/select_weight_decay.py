@@ -35,7 +35,7 @@ Usage: ``python benchmarks/select_weight_decay.py [category ...]``
 import sys
 
 from select_defaults import CATEGORIES
-from select_over_seeds import select_by_screen
+from select_over_seeds import select_parameter
 
 DEFAULT = (0.0, 2.0)
 CANDIDATES = (0.01, 0.1, 1.0)
@@ -43,18 +43,9 @@ WIDTHS = (1.0, 2.0, 3.0, 4.0)  # cells of the 64-cell finest grid
 SEEDS = (0, 1, 2)
 
 
-def _detector(weight_decay, seed):
-    from sklearn_uflow import UFlowDetector
-
-    return UFlowDetector("efficientnet_lite0", weight_decay=weight_decay, random_state=seed, device="cpu")
-
-
 def main(categories):
-    print(select_by_screen(
-        "select_weight_decay", "Weight decay", "weight_decay", categories, DEFAULT, CANDIDATES, _detector,
-        name="weight_decay", widths=WIDTHS, seeds=SEEDS,
-        sort_key=lambda row: (row[0] != categories[0], float(row[1]), row[2]),
-    ))
+    print(select_parameter("select_weight_decay", "Weight decay", "weight_decay", categories, DEFAULT, CANDIDATES,
+                           WIDTHS, SEEDS))
 
 
 if __name__ == "__main__":

@@ -118,6 +118,16 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         of an image, and its gradients are hundreds of times the weights.
         Chosen on held-out images: 0.01 beat none over three seeds, and 0.1
         and 1 did worse with one; 0 trains without it.
+    feature_noise : float, default=0.0
+        Gaussian noise added to the training features at every step, in
+        standard deviations of each channel: the flow fits their density
+        smoothed by it. The validation loss and the scores use the features
+        as they are. On held-out images its effect followed the data, not
+        the number of training images: 0.05 and 0.1 raised the AUPRO of
+        MPDD's small and large planted defects by 0.9 to 2.8 points, and
+        lowered the scores of Magnetic Tile (most on its large defects; also
+        when fitted on 49 of its images) and of small synthetic sets. No
+        noise, the default, was kept over three seeds.
     validation_fraction : float, default=0.1
         Share of the training images held out to stop training early and
         keep the best weights. 0 trains for ``max_epochs`` on all images.
@@ -200,9 +210,9 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
 
     def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4,
                  affine_clamp=2.0, image_context=True, map_smoothing="auto", max_epochs=25, batch_size=4,
-                 learning_rate=1e-2, weight_decay=0.01, validation_fraction=0.1, n_iter_no_change=5, tol=1e-4,
-                 contamination="auto", epsilon=1.0, nfa_null="validation", device="auto", random_state=None,
-                 verbose=0, n_jobs=None):
+                 learning_rate=1e-2, weight_decay=0.01, feature_noise=0.0, validation_fraction=0.1,
+                 n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, nfa_null="validation",
+                 device="auto", random_state=None, verbose=0, n_jobs=None):
         self.extractor = extractor
         self.feature_shapes = feature_shapes
         self.image_size = image_size
@@ -214,6 +224,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self.feature_noise = feature_noise
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
@@ -254,7 +265,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             value = getattr(self, name)
             if not (isinstance(value, numbers.Real) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}.")
-        for name in ("weight_decay", "tol"):
+        for name in ("weight_decay", "feature_noise", "tol"):
             value = getattr(self, name)
             if not (isinstance(value, numbers.Real) and value >= 0):
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
@@ -317,8 +328,8 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         self.history_ = train_flow(
             self.flow_, train_features, val_features,
             max_epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay, n_iter_no_change=self.n_iter_no_change, tol=self.tol,
-            device=self.device_, seed=seed, verbose=self.verbose,
+            weight_decay=self.weight_decay, feature_noise=self.feature_noise,
+            n_iter_no_change=self.n_iter_no_change, tol=self.tol, device=self.device_, seed=seed, verbose=self.verbose,
         )
         self.flow_.requires_grad_(False)
         if self.nfa_null == "validation":

@@ -338,12 +338,26 @@ def _decay_groups(flow, weight_decay):
     return [{"params": decayed, "weight_decay": weight_decay}, {"params": kept, "weight_decay": 0.0}]
 
 
+def _noisy(features, flow, noise, generator):
+    """``features`` (on the device) plus Gaussian noise of ``noise`` times each
+    channel's standard deviation in the training features (``flow``'s
+    standardisation), drawn from ``generator``."""
+    return [f + noise * getattr(flow, f"log_std_{s}").exp()
+            * torch.randn(f.shape, generator=generator, device=f.device, dtype=f.dtype)
+            for s, f in enumerate(features)]
+
+
 def train_flow(flow, train_features, val_features, *, max_epochs, batch_size, learning_rate,
-               weight_decay, n_iter_no_change, tol, device, seed, verbose=0):
+               weight_decay, n_iter_no_change, tol, device, seed, feature_noise=0.0, verbose=0):
     """Fit the flow by maximum likelihood, with early stopping on validation.
 
     The loss is the per-image negative log-likelihood averaged over the batch,
-    so that the learning rate does not depend on the batch size. AdamW
+    so that the learning rate does not depend on the batch size. With
+    ``feature_noise``, every training batch gets fresh Gaussian noise of that
+    many standard deviations of each channel (:func:`_noisy`): the flow then
+    fits the features' density smoothed by the noise, as a kernel density
+    estimate smooths its points; the validation loss is that of the features
+    as they are. AdamW
     (weight decay on the couplings' weights only, see :func:`_decay_groups`),
     with a warm-up then cosine learning-rate schedule stepped once per
     iteration over the real number of iterations. After each epoch the
@@ -373,6 +387,8 @@ def train_flow(flow, train_features, val_features, *, max_epochs, batch_size, le
         lambda it: min((it + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(it, total) / total))),
     )
     generator = torch.Generator().manual_seed(seed)
+    # Its own stream, so that the batch order does not depend on the noise.
+    noise_generator = torch.Generator(device).manual_seed(seed + 1) if feature_noise else None
     history = {"train_bpd": [], "val_bpd": [], "best_epoch": 0}
     best, best_state, stale = math.inf, copy.deepcopy(flow.state_dict()), 0
     epochs = range(max_epochs)
@@ -381,7 +397,10 @@ def train_flow(flow, train_features, val_features, *, max_epochs, batch_size, le
         flow.train()
         running = 0.0
         for index in _batches(n_train, batch_size, generator):
-            latents, log_det = flow([f[index].to(device) for f in train_features])
+            batch = [f[index].to(device) for f in train_features]
+            if feature_noise:
+                batch = _noisy(batch, flow, feature_noise, noise_generator)
+            latents, log_det = flow(batch)
             loss = negative_log_likelihood(latents, log_det).mean()
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(

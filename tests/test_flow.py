@@ -4,7 +4,7 @@ import torch
 
 import FrEIA.modules as Fm
 
-from sklearn_uflow.flow import FlowStep, TrainingDivergedError, build_uflow, latent_shapes, train_flow
+from sklearn_uflow.flow import FlowStep, TrainingDivergedError, _noisy, build_uflow, latent_shapes, train_flow
 
 TINY = [(4, 4, 4), (8, 2, 2)]
 
@@ -185,3 +185,39 @@ def test_weight_decay_is_decoupled_and_shrinks_only_the_couplings_weights():
             assert torch.equal(difference, torch.zeros_like(w0)), name
     # two steps per stage, two convolutions and one context map per step, two stages
     assert decayed == 2 * 3 * 2
+
+
+def test_feature_noise_is_scaled_to_each_channels_spread_in_the_training_features():
+    # Channels whose spreads differ by a factor 100: the noise is the same
+    # share of each, measured against numpy's standard deviation of the
+    # training features (not the flow's own standardisation).
+    shapes = [(3, 8, 8), (8, 4, 4)]
+    spreads = [torch.tensor([0.1, 1.0, 10.0]), torch.linspace(0.5, 4.0, 8)]
+    train = [5 + s.view(1, -1, 1, 1) * t.float() for s, t in zip(spreads, _inputs(shapes, n=64))]
+    flow = build_uflow(shapes, n_steps=2)
+    flow.standardize_with(train)
+    zeros = [torch.zeros(400, *shape) for shape in shapes]
+    noise = _noisy(zeros, flow, 0.3, torch.Generator().manual_seed(0))
+    for f, n in zip(train, noise):
+        expected = 0.3 * np.std(f.numpy(), axis=(0, 2, 3), ddof=1)
+        np.testing.assert_allclose(n.std(dim=(0, 2, 3)).numpy(), expected, rtol=0.03)
+        n_draws = n[:, 0].numel()
+        assert np.all(np.abs(n.mean(dim=(0, 2, 3)).numpy()) < 4 * expected / np.sqrt(n_draws))  # centred
+
+
+def test_feature_noise_changes_the_fit_reproducibly_and_not_the_validation_features():
+    train = [2 + 3 * t.float() for t in _inputs(TINY, n=8)]
+    val = [2 + 3 * t.float() for t in _inputs(TINY, n=4, seed=5)]
+    kept = [t.clone() for t in train + val]
+    fits = []
+    for noise in (0.0, 0.5, 0.5):
+        flow = build_uflow(TINY, n_steps=2)
+        flow.standardize_with(train)
+        history = train_flow(flow, train, val, max_epochs=2, batch_size=4, learning_rate=1e-2, weight_decay=0,
+                             n_iter_no_change=2, tol=0, device="cpu", seed=0, feature_noise=noise)
+        fits.append((history, flow.state_dict()))
+    assert all(torch.equal(a, b) for a, b in zip(kept, train + val))  # the cache is not modified in place
+    assert all(torch.equal(fits[1][1][k], fits[2][1][k]) for k in fits[1][1])
+    assert any(not torch.equal(fits[0][1][k], fits[1][1][k]) for k in fits[0][1])
+    # noise makes the training features harder to fit than the clean validation ones
+    assert fits[1][0]["train_bpd"][-1] > fits[0][0]["train_bpd"][-1]
