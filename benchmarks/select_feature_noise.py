@@ -12,12 +12,9 @@ against 89.53 without, and on Magnetic Tile (685) 73.46, 72.84 and 71.26
 against 73.65 (best width each; its noise had another stream than this
 code's).
 
-Protocol (that of ``select_weight_decay.py``: 10 % of the good *training*
-images held out, the same held-out images for every fit, four families of
-planted defects, every other default, maps scored at each width of
-``map_smoothing``): every candidate and the default 0 are fitted with
-``random_state=0``; the candidate whose best width has the highest mean over
-both datasets and the default are then fitted with ``random_state`` 1 and 2.
+Protocol: that of ``select_weight_decay.py`` (every candidate and the
+default 0 fitted with ``random_state=0``, then the finalist and the default
+with 1 and 2, scored on held-out good training images with planted defects).
 
 The rule, written before the run: the (feature_noise, width) pair with the
 best mean over the three seeds replaces the default pair, no noise with two
