@@ -4,7 +4,9 @@ import torch
 
 import FrEIA.modules as Fm
 
-from sklearn_uflow.flow import FlowStep, TrainingDivergedError, _noisy, build_uflow, latent_shapes, train_flow
+from sklearn_uflow.flow import (
+    FlowStep, TrainingDivergedError, _bits_per_dim, _noisy, build_uflow, evaluate_nll, latent_shapes, train_flow,
+)
 
 TINY = [(4, 4, 4), (8, 2, 2)]
 
@@ -205,7 +207,7 @@ def test_feature_noise_is_scaled_to_each_channels_spread_in_the_training_feature
         assert np.all(np.abs(n.mean(dim=(0, 2, 3)).numpy()) < 4 * expected / np.sqrt(n_draws))  # centred
 
 
-def test_feature_noise_changes_the_fit_reproducibly_and_not_the_validation_features():
+def test_feature_noise_changes_the_fit_reproducibly_and_validates_on_clean_features():
     train = [2 + 3 * t.float() for t in _inputs(TINY, n=8)]
     val = [2 + 3 * t.float() for t in _inputs(TINY, n=4, seed=5)]
     kept = [t.clone() for t in train + val]
@@ -216,8 +218,12 @@ def test_feature_noise_changes_the_fit_reproducibly_and_not_the_validation_featu
         history = train_flow(flow, train, val, max_epochs=2, batch_size=4, learning_rate=1e-2, weight_decay=0,
                              n_iter_no_change=2, tol=0, device="cpu", seed=0, feature_noise=noise)
         fits.append((history, flow.state_dict()))
+        # the restored weights' validation loss is that of the clean features
+        n_dims = sum(int(np.prod(s)) for s in TINY)
+        clean = _bits_per_dim(evaluate_nll(flow, val, 4, "cpu"), n_dims)
+        assert history["val_bpd"][history["best_epoch"] - 1] == pytest.approx(clean, rel=1e-6)
     assert all(torch.equal(a, b) for a, b in zip(kept, train + val))  # the cache is not modified in place
     assert all(torch.equal(fits[1][1][k], fits[2][1][k]) for k in fits[1][1])
     assert any(not torch.equal(fits[0][1][k], fits[1][1][k]) for k in fits[0][1])
-    # noise makes the training features harder to fit than the clean validation ones
+    # the noisy training batches are harder to fit
     assert fits[1][0]["train_bpd"][-1] > fits[0][0]["train_bpd"][-1]
