@@ -34,7 +34,7 @@ Usage: ``python benchmarks/select_coarse_pooling.py [category ...]``
 import sys
 
 from select_defaults import CATEGORIES
-from select_over_seeds import select_by_screen
+from select_over_seeds import select_feature_parameter
 
 DEFAULT = ((3, 3, 3), 2.0)
 CANDIDATES = ((3, 3, 5), (3, 5, 5), (3, 5, 7))
@@ -42,18 +42,10 @@ WIDTHS = (1.0, 2.0, 3.0, 4.0)  # cells of the 64-cell finest grid
 SEEDS = (0, 1, 2)
 
 
-def _detector(pooling, seed):
-    from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
-
-    return UFlowDetector(CNNFeatureTransformer("efficientnet_lite0", pooling=pooling), random_state=seed,
-                         device="cpu")
-
-
 def main(categories):
-    print(select_by_screen(
-        "select_coarse_pooling", "Wider pooling on the coarser scales", "pooling (finest first)", categories,
-        DEFAULT, CANDIDATES, _detector, name="pooling", widths=WIDTHS, seeds=SEEDS,
-        sort_key=lambda row: (row[0] != categories[0], row[1] != str(DEFAULT[0]), row[1], row[2]),
+    print(select_feature_parameter(
+        "select_coarse_pooling", "Wider pooling on the coarser scales", "pooling (finest first)", "pooling",
+        categories, DEFAULT, CANDIDATES, WIDTHS, SEEDS,
     ))
 
 

@@ -96,16 +96,17 @@ def screen_summary(screen, means, default, finalist, name, widths=WIDTHS, seeds=
 
 
 def select_by_screen(table, title, column, categories, default, candidates, make_detector, *, name, sort_key,
-                     widths=WIDTHS, seeds=SEEDS):
+                     widths=WIDTHS, seeds=SEEDS, notes=""):
     """:func:`screen_then_seeds` for ``default = (value, width)``, the rule of :func:`choose`, and the table
-    ``docs/benchmarks/<table>.rst`` (rows ordered by ``sort_key``); returns the verdict."""
+    ``docs/benchmarks/<table>.rst`` (rows ordered by ``sort_key``, ``notes`` before the verdict); returns the
+    verdict."""
     rows, means, screen, finalist = screen_then_seeds(categories, default[0], candidates, make_detector, widths,
                                                       seeds)
     chosen, over_seeds, gains = choose(means, default, seeds)
     verdict, summary = rule_summary(over_seeds, gains, chosen, default, name)
     write_table(
         table, title, ["category", column, "random_state", "map_smoothing", *FAMILY_COLUMNS],
-        sorted(rows, key=sort_key), notes=FAMILY_NOTES + " Every other parameter at its default. "
+        sorted(rows, key=sort_key), notes=FAMILY_NOTES + " Every other parameter at its default. " + notes
               + screen_summary(screen, means, default[0], finalist, name, widths, seeds) + summary)
     return verdict
 
@@ -123,6 +124,27 @@ def select_parameter(table, title, name, categories, default, candidates, widths
     return select_by_screen(
         table, title, name, categories, default, candidates, lambda value, seed: lite0_detector(name, value, seed),
         name=name, widths=widths, seeds=seeds, sort_key=lambda row: (row[0] != categories[0], float(row[1]), row[2]),
+    )
+
+
+def lite0_features_detector(name, value, seed):
+    """The Lite0 preset with every default but the feature step's ``name=value``, fitted with
+    ``random_state=seed`` on the CPU."""
+    from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
+
+    return UFlowDetector(CNNFeatureTransformer("efficientnet_lite0", **{name: value}), random_state=seed,
+                         device="cpu")
+
+
+def select_feature_parameter(table, title, column, name, categories, default, candidates, widths=WIDTHS,
+                             seeds=SEEDS, notes=""):
+    """:func:`select_by_screen` for the feature step's parameter ``name`` (a tuple), each fit a
+    :func:`lite0_features_detector`; rows ordered by dataset (``categories``' first first), the default first,
+    value and seed."""
+    return select_by_screen(
+        table, title, column, categories, default, candidates,
+        lambda value, seed: lite0_features_detector(name, value, seed), name=name, widths=widths, seeds=seeds,
+        sort_key=lambda row: (row[0] != categories[0], row[1] != str(default[0]), row[1], row[2]), notes=notes,
     )
 
 

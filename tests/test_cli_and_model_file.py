@@ -21,12 +21,13 @@ def test_fit_predict_evaluate_on_real_folder(data_dir, tmp_path):
     category = data_dir / "hazelnut_toy/hazelnut_toy"
     model = tmp_path / "model.uflow"
     fit = _cli("fit", category / "train/good", "-o", model, "--image-size", 64, "--input-size", 64,
-               "--max-epochs", 2, "--pooling", 3, 3, 1, "--no-image-context", "--quiet")
+               "--max-epochs", 2, "--strides", 8, 16, "--pooling", 3, 1, "--no-image-context", "--quiet")
     assert fit.returncode == 0, fit.stderr
     assert "fitted on 28 images" in fit.stdout and model.is_file()
     # Options given on the command line are used; the others keep the detector's defaults.
     params = load_detector(model).get_params()
-    assert params["max_epochs"] == 2 and params["extractor__pooling"] == (3, 3, 1)
+    assert params["max_epochs"] == 2 and params["extractor__pooling"] == (3, 1)
+    assert params["extractor__strides"] == (8, 16)
     assert params["image_context"] is False
     assert params["learning_rate"] == UFlowDetector().learning_rate
     assert params["batch_size"] == UFlowDetector().batch_size

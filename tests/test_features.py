@@ -61,6 +61,26 @@ def test_pooling_averages_each_scale_over_its_window_inside_the_map():
             CNNFeatureTransformer(input_size=32, pooling=bad, device="cpu").fit(X)
 
 
+@pytest.mark.parametrize("backbone", sorted(CNN_PRESETS))
+def test_strides_pick_the_backbone_s_feature_maps_at_those_strides(backbone):
+    X = np.random.default_rng(5).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    every = timm.create_model(CNN_PRESETS[backbone], features_only=True)
+    assert every.feature_info.reduction() == [2, 4, 8, 16, 32]  # what CNN_STRIDES assumes of timm
+    channels = dict(zip(every.feature_info.reduction(), every.feature_info.channels()))
+    torch.manual_seed(0)  # the same random weights for both
+    default = CNNFeatureTransformer(backbone, weights="untrained", input_size=64, pooling=1, device="cpu").fit(X)
+    assert default.feature_shapes_ == [(channels[s], 64 // s, 64 // s) for s in (4, 8, 16)]
+    torch.manual_seed(0)
+    two = CNNFeatureTransformer(backbone, weights="untrained", input_size=64, strides=(8, 16), pooling=1,
+                                device="cpu").fit(X)
+    assert two.feature_shapes_ == default.feature_shapes_[1:]
+    for a, b in zip(two.extract(X), default.extract(X)[1:]):  # the same maps, the finest left out
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for bad in ((16, 8), (4, 4), (3,), (), 8, "8"):
+        with pytest.raises(ValueError, match="strides must be"):
+            CNNFeatureTransformer(backbone, weights="untrained", input_size=64, strides=bad, device="cpu").fit(X)
+
+
 def test_auto_pooling_keeps_the_windows_share_of_the_image():
     """3 cells at input size 256, as chosen there; none below; 5 cells at 512."""
     rng = np.random.default_rng(4)
@@ -123,8 +143,7 @@ def _randomize_batch_norms(model, seed):
 
 @pytest.mark.parametrize("backbone", sorted(CNN_PRESETS))
 def test_folded_batch_norms_give_the_backbone_s_features(backbone):
-    name, out_indices = CNN_PRESETS[backbone]
-    reference = _randomize_batch_norms(timm.create_model(name, features_only=True, out_indices=out_indices), 0)
+    reference = _randomize_batch_norms(timm.create_model(CNN_PRESETS[backbone], features_only=True), 0)
     folded = fold_batch_norms(copy.deepcopy(reference))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())  # every one was folded
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
