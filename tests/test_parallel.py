@@ -169,12 +169,21 @@ def test_the_model_travels_once_per_worker(hazelnut, detector, client, tmp_path)
     unpickled = count_unpickling(client)
     rows = score_files(detector, files, tmp_path, scheduler=client, files_per_task=2)
     assert len(rows) == len(files) > 8  # many more tasks than workers
-    assert unpickled() == [1, 1]
+    _assert_once_per_worker(unpickled())
 
     unpickled = count_unpickling(client)
     X = da.from_array(np.concatenate([data.test_images] * 4), chunks=(16, -1, -1, -1))
     scores = client.compute(_wrapped(detector).score_samples(X)).result()
-    assert len(scores) == 92 and X.numblocks[0] == 6 and unpickled() == [1, 1]
+    assert len(scores) == 92 and X.numblocks[0] == 6
+    _assert_once_per_worker(unpickled())
+
+
+def _assert_once_per_worker(counts):
+    # Every worker gets the model, once; but dask retries a replication that
+    # is slow to answer, and then delivers it twice (seen once on a loaded CI
+    # machine: [1, 2]). Sent with every task, it would arrive 3 to 6 times
+    # per worker here.
+    assert len(counts) == 2 and all(1 <= c <= 2 for c in counts), counts
 
 
 def test_failed_tasks_are_reported_not_fatal(detector, client, tmp_path):
