@@ -69,8 +69,9 @@ def _make_extractor(args):
 def _fit(train, args):
     from . import UFlowDetector
 
-    # Training options left out on the command line keep UFlowDetector's defaults.
-    training = {name: getattr(args, name) for name in ("max_epochs", "batch_size", "learning_rate")
+    # Flow and training options left out on the command line keep UFlowDetector's defaults.
+    training = {name: getattr(args, name)
+                for name in ("positional_encoding", "max_epochs", "batch_size", "learning_rate")
                 if getattr(args, name) is not None}
     detector = UFlowDetector(_make_extractor(args), image_context=not args.no_image_context, epsilon=args.epsilon,
                              device=args.device, random_state=args.seed, verbose=int(not args.quiet), **training)
@@ -202,7 +203,8 @@ def _training_options(parser):
                              "none below)")
     parser.add_argument("--no-image-context", action="store_true",
                         help="the paper's flow: couplings do not see the image's mean features")
-    for option, kind in (("--max-epochs", int), ("--batch-size", int), ("--learning-rate", float)):
+    for option, kind in (("--positional-encoding", int), ("--max-epochs", int), ("--batch-size", int),
+                         ("--learning-rate", float)):
         parser.add_argument(option, type=kind, help="default: UFlowDetector's")
     parser.add_argument("--epsilon", type=float, default=1.0,
                         help="NFA threshold: expected false regions per normal image (default 1)")

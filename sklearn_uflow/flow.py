@@ -18,6 +18,13 @@ Magnetic Tile, ``benchmarks/select_image_context.py``; it did not help that
 dataset's "uneven" test defects, see the benchmarks page). The flow is then a
 density of the features given their context, as any conditional flow: the
 log-determinant holds the context fixed.
+
+A second addition, also on by default: each coupling's hidden layer gets a
+learned map of the position's cosines (:func:`position_cosines`), since
+what is normal may depend on where it is in the image (held-out large
+defects of Magnetic Tile: pixel AUROC 78.6 to 82.2 over three seeds,
+``benchmarks/select_positions.py``). It is a fixed input, like the context:
+the log-determinant does not change.
 """
 
 import copy
@@ -35,8 +42,8 @@ from tqdm.auto import tqdm
 from ._torch_utils import torch_seed
 
 __all__ = [
-    "FlowStep", "UFlow", "build_uflow", "latent_shapes", "negative_log_likelihood", "train_flow",
-    "TrainingDivergedError",
+    "FlowStep", "UFlow", "build_uflow", "latent_shapes", "negative_log_likelihood", "position_cosines",
+    "train_flow", "TrainingDivergedError",
 ]
 
 
@@ -64,12 +71,15 @@ class CouplingSubnet:
     convolution starts at zero, so every coupling starts as the identity and
     early training is stable (as in Glow). With a context ``(slot, scale,
     channels)``, a linear map of the image's context at that scale is added to
-    the hidden layer. A class, not a closure, so that fitted models pickle.
+    the hidden layer; with ``positions`` (a ``(1, P, H, W)`` map, see
+    :func:`position_cosines`), a 1x1 convolution of it. A class, not a
+    closure, so that fitted models pickle.
     """
 
-    def __init__(self, kernel_size, context=None):
+    def __init__(self, kernel_size, context=None, positions=None):
         self.kernel_size = kernel_size
         self.context = context
+        self.positions = positions
 
     def __call__(self, in_channels, out_channels):
         padding = self.kernel_size // 2
@@ -77,22 +87,75 @@ class CouplingSubnet:
         last = nn.Conv2d(in_channels, out_channels, self.kernel_size, padding=padding)
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-        if self.context is None:
+        if self.context is None and self.positions is None:
             return nn.Sequential(first, nn.ReLU(), last)
-        return _ContextSubnet(first, last, *self.context)
+        return _ConditionedSubnet(first, last, self.context, self.positions)
 
 
-class _ContextSubnet(nn.Module):
-    def __init__(self, first, last, slot, scale, context_channels):
+class _ConditionedSubnet(nn.Module):
+    """conv - ReLU - conv whose hidden layer also gets the image's context and
+    the position's cosines, each through a map that starts at zero: the
+    subnet starts as the paper's."""
+
+    def __init__(self, first, last, context=None, positions=None):
         super().__init__()
         self.first, self.last = first, last
-        self.context = nn.Linear(context_channels, first.out_channels, bias=False)
-        nn.init.zeros_(self.context.weight)  # starts as the paper's subnet
-        self.slot, self.scale = slot, scale
+        self.context = self.position = None
+        if context is not None:
+            self.slot, self.scale, context_channels = context
+            self.context = nn.Linear(context_channels, first.out_channels, bias=False)
+            nn.init.zeros_(self.context.weight)
+        if positions is not None:
+            # Built on the meta device, so that it draws nothing from the seeded
+            # generator and the other weights are those of a flow without it.
+            self.position = nn.Conv2d(positions.shape[1], first.out_channels, 1, bias=False,
+                                      device="meta").to_empty(device=positions.device)
+            nn.init.zeros_(self.position.weight)
+            # Made again from the shapes when a flow is built: not saved.
+            self.register_buffer("cosines", positions, persistent=False)
 
     def forward(self, x):
-        context = self.context(self.slot.value[self.scale])
-        return self.last(torch.relu(self.first(x) + context[:, :, None, None]))
+        hidden = self.first(x)
+        if self.context is not None:
+            hidden = hidden + self.context(self.slot.value[self.scale])[:, :, None, None]
+        if self.position is not None:
+            hidden = hidden + self.position(self.cosines)
+        return self.last(torch.relu(hidden))
+
+
+def position_cosines(height, width, n_frequencies):
+    """The positions of a grid as cosines of its rows and of its columns.
+
+    The DCT-II basis: ``cos(pi * k * (i + 1/2) / height)`` for ``k`` from 1
+    to ``n_frequencies``, then the same for the columns. The lowest
+    frequency tells top from bottom, the next the edges from the middle;
+    every value is in [-1, 1] whatever the grid's size.
+
+    Parameters
+    ----------
+    height, width : int
+        The grid's size.
+    n_frequencies : int
+        Cosines per axis.
+
+    Returns
+    -------
+    cosines : torch.Tensor of shape (1, 2 * n_frequencies, height, width)
+
+    Examples
+    --------
+    >>> from sklearn_uflow.flow import position_cosines
+    >>> position_cosines(2, 3, 1)[0, 0]  # the rows' lowest frequency
+    tensor([[ 0.7071,  0.7071,  0.7071],
+            [-0.7071, -0.7071, -0.7071]])
+    """
+    rows = (torch.arange(height) + 0.5) / height
+    cols = (torch.arange(width) + 0.5) / width
+    ks = range(1, n_frequencies + 1)
+    maps = [torch.cos(math.pi * k * rows)[:, None].expand(height, width) for k in ks]
+    maps += [torch.cos(math.pi * k * cols)[None, :].expand(height, width) for k in ks]
+    maps = torch.stack(maps)
+    return maps[None].contiguous()
 
 
 class FlowStep(Fm.AllInOneBlock):
@@ -161,7 +224,7 @@ def _check_shapes(feature_shapes):
         raise ValueError(f"feature maps {feature_shapes} have too few channels for the flow.")
 
 
-def build_uflow(feature_shapes, *, n_steps=4, clamp=2.0, image_context=True, seed=0):
+def build_uflow(feature_shapes, *, n_steps=4, clamp=2.0, image_context=True, positional_encoding=4, seed=0):
     """Build the U-shaped flow for the given feature shapes.
 
     Parameters
@@ -176,6 +239,10 @@ def build_uflow(feature_shapes, *, n_steps=4, clamp=2.0, image_context=True, see
     image_context : bool, default=True
         Whether the couplings see the image's mean standardized feature at
         their scale (see the module's docstring); False gives the paper's flow.
+    positional_encoding : int, default=4
+        Number of frequencies of the cosines of the row and of the column
+        (:func:`position_cosines`) that the couplings see; 0 gives the
+        paper's couplings, which do not know where they are.
     seed : int, default=0
         Seeds the initial weights and the fixed channel permutations.
 
@@ -199,10 +266,11 @@ def build_uflow(feature_shapes, *, n_steps=4, clamp=2.0, image_context=True, see
                 carry = Ff.Node([inputs[s].out0, upsampled.out0], Fm.Concat, {"dim": 0}, name=f"concat_{s}")
                 nodes.append(carry)
             context = (slot, s, feature_shapes[s][0]) if image_context else None
+            positions = position_cosines(*feature_shapes[s][1:], positional_encoding) if positional_encoding else None
             for step in range(n_steps):
                 carry = Ff.Node(
                     carry, FlowStep,
-                    {"subnet_constructor": CouplingSubnet(3 if step % 2 == 0 else 1, context),
+                    {"subnet_constructor": CouplingSubnet(3 if step % 2 == 0 else 1, context, positions),
                      "affine_clamping": clamp},
                     name=f"scale{s}_step{step}",
                 )

@@ -22,7 +22,8 @@ __all__ = ["save_detector", "load_detector", "ModelFileError", "FORMAT", "FORMAT
 FORMAT = "sklearn-uflow-detector"
 # 2: the backbone is stored with its batch norms folded into its convolutions.
 # 3: the flow's couplings may have image-context weights (``image_context``).
-FORMAT_VERSION = 3
+# 4: they may have positional weights (``positional_encoding``).
+FORMAT_VERSION = 4
 
 
 class ModelFileError(ValueError):

@@ -21,14 +21,15 @@ def test_fit_predict_evaluate_on_real_folder(data_dir, tmp_path):
     category = data_dir / "hazelnut_toy/hazelnut_toy"
     model = tmp_path / "model.uflow"
     fit = _cli("fit", category / "train/good", "-o", model, "--image-size", 64, "--input-size", 64,
-               "--max-epochs", 2, "--strides", 8, 16, "--pooling", 3, 1, "--no-image-context", "--quiet")
+               "--max-epochs", 2, "--strides", 8, 16, "--pooling", 3, 1, "--no-image-context",
+               "--positional-encoding", 1, "--quiet")
     assert fit.returncode == 0, fit.stderr
     assert "fitted on 28 images" in fit.stdout and model.is_file()
     # Options given on the command line are used; the others keep the detector's defaults.
     params = load_detector(model).get_params()
     assert params["max_epochs"] == 2 and params["extractor__pooling"] == (3, 1)
     assert params["extractor__strides"] == (8, 16)
-    assert params["image_context"] is False
+    assert params["image_context"] is False and params["positional_encoding"] == 1
     assert params["learning_rate"] == UFlowDetector().learning_rate
     assert params["batch_size"] == UFlowDetector().batch_size
 
@@ -83,8 +84,8 @@ def saved(tmp_path_factory):
     from sklearn_uflow.datasets import make_defects
 
     X, y, _ = make_defects(n_samples=16, image_size=32, random_state=0)
-    detector = UFlowDetector(CNNFeatureTransformer(input_size=32), max_epochs=1, random_state=0,
-                             device="cpu").fit(X[y == 0])
+    detector = UFlowDetector(CNNFeatureTransformer(input_size=32), positional_encoding=2, max_epochs=1,
+                             random_state=0, device="cpu").fit(X[y == 0])
     path = tmp_path_factory.mktemp("model") / "model.uflow"
     detector.save(path)
     return detector, path, X

@@ -122,6 +122,8 @@ def test_contamination_sets_the_share_of_training_outliers(defects, small_extrac
         (dict(affine_clamp=0.0), "affine_clamp"),
         (dict(weight_decay=-1e-4), "weight_decay"),
         (dict(feature_noise=-0.1), "feature_noise"),
+        (dict(positional_encoding=-1), "positional_encoding"),
+        (dict(positional_encoding=1.5), "positional_encoding"),
         (dict(tol=None), "tol"),
         (dict(map_smoothing=-1.0), "map_smoothing"),
         (dict(map_smoothing="wide"), "map_smoothing"),

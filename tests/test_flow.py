@@ -1,14 +1,18 @@
 import numpy as np
 import pytest
+import scipy.fft
 import torch
 
 import FrEIA.modules as Fm
 
 from sklearn_uflow.flow import (
-    FlowStep, TrainingDivergedError, _bits_per_dim, _noisy, build_uflow, evaluate_nll, latent_shapes, train_flow,
+    FlowStep, TrainingDivergedError, _bits_per_dim, _noisy, build_uflow, evaluate_nll, latent_shapes,
+    position_cosines, train_flow,
 )
 
 TINY = [(4, 4, 4), (8, 2, 2)]
+# (image_context, positional_encoding): the paper's couplings, and each way of conditioning them
+CONDITIONS = [(True, 0), (False, 0), (True, 2), (False, 1)]
 
 
 def _inputs(shapes, n=3, seed=0, dtype=torch.float64):
@@ -34,9 +38,10 @@ def test_latent_shapes_split_half_and_upsample():
     assert sum(np.prod(s) for s in latent_shapes(shapes)) == sum(np.prod(s) for s in shapes)
 
 
-@pytest.mark.parametrize("image_context", [True, False])
-def test_flow_is_invertible(image_context):
-    flow = _randomise(build_uflow(TINY, n_steps=2, image_context=image_context).double())
+@pytest.mark.parametrize("image_context, positional_encoding", CONDITIONS)
+def test_flow_is_invertible(image_context, positional_encoding):
+    flow = _randomise(build_uflow(TINY, n_steps=2, image_context=image_context,
+                                  positional_encoding=positional_encoding).double())
     x = _inputs(TINY)
     flow.standardize_with(x)
     z, log_det = flow(x)
@@ -50,9 +55,10 @@ def test_flow_is_invertible(image_context):
             flow(z, rev=True)
 
 
-@pytest.mark.parametrize("image_context", [True, False])
-def test_flow_steps_compute_freias_all_in_one_block(image_context):
-    flow = _randomise(build_uflow(TINY, n_steps=2, image_context=image_context).double(), seed=4)
+@pytest.mark.parametrize("image_context, positional_encoding", CONDITIONS)
+def test_flow_steps_compute_freias_all_in_one_block(image_context, positional_encoding):
+    flow = _randomise(build_uflow(TINY, n_steps=2, image_context=image_context,
+                                  positional_encoding=positional_encoding).double(), seed=4)
     x = _inputs(TINY, seed=5)
     flow.standardize_with(x)
     steps = [m for m in flow.modules() if isinstance(m, FlowStep)]
@@ -76,9 +82,10 @@ def test_flow_steps_compute_freias_all_in_one_block(image_context):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("image_context", [True, False])
-def test_log_determinant_matches_brute_force_jacobian(image_context):
-    flow = _randomise(build_uflow(TINY, n_steps=2, image_context=image_context).double(), seed=1)
+@pytest.mark.parametrize("image_context, positional_encoding", CONDITIONS)
+def test_log_determinant_matches_brute_force_jacobian(image_context, positional_encoding):
+    flow = _randomise(build_uflow(TINY, n_steps=2, image_context=image_context,
+                                  positional_encoding=positional_encoding).double(), seed=1)
     x = _inputs(TINY, n=1, seed=2)
     flow.standardize_with(_inputs(TINY, n=5, seed=3))
     sizes = [int(np.prod(s)) for s in TINY]
@@ -98,11 +105,11 @@ def test_log_determinant_matches_brute_force_jacobian(image_context):
 
 
 def test_image_context_enters_only_through_its_linear_maps():
-    with_context = _randomise(build_uflow(TINY, n_steps=2).double(), seed=4)
+    with_context = _randomise(build_uflow(TINY, n_steps=2, positional_encoding=0).double(), seed=4)
     x = _inputs(TINY, n=4, seed=5)
     with_context.standardize_with(x)
     state = with_context.state_dict()
-    paper = build_uflow(TINY, n_steps=2, image_context=False).double()
+    paper = build_uflow(TINY, n_steps=2, image_context=False, positional_encoding=0).double()
     # The same weights, less the context maps, load into the paper's flow.
     paper.load_state_dict({k.replace(".first.", ".0.").replace(".last.", ".2."): v
                            for k, v in state.items() if not k.endswith("context.weight")})
@@ -119,6 +126,40 @@ def test_image_context_enters_only_through_its_linear_maps():
     for a, b in zip(z, z_paper):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(log_det, log_det_paper)
+
+
+def test_position_cosines_are_the_dct_basis():
+    height, width = 5, 3
+    maps = position_cosines(height, width, 2).double()
+    assert maps.shape == (1, 4, height, width)
+    # The DCT-II basis vectors, from scipy: the orthonormal DCT of the identity's columns, unscaled.
+    rows = scipy.fft.dct(np.eye(height), type=2, axis=0, norm="ortho") * np.sqrt(height / 2)
+    cols = scipy.fft.dct(np.eye(width), type=2, axis=0, norm="ortho") * np.sqrt(width / 2)
+    for k in (1, 2):
+        np.testing.assert_allclose(maps[0, k - 1].numpy(), np.repeat(rows[k][:, None], width, 1), atol=1e-6)
+        np.testing.assert_allclose(maps[0, 1 + k].numpy(), np.repeat(cols[k][None, :], height, 0), atol=1e-6)
+    # a known case: two rows, k = 1
+    np.testing.assert_allclose(position_cosines(2, 1, 1)[0, 0, :, 0].numpy(), [0.5 ** 0.5, -(0.5 ** 0.5)], atol=1e-7)
+
+
+def test_positions_enter_only_through_their_maps():
+    positioned = _randomise(build_uflow(TINY, n_steps=2, positional_encoding=2).double(), seed=4)
+    x = _inputs(TINY, n=4, seed=5)
+    positioned.standardize_with(x)
+    plain = build_uflow(TINY, n_steps=2, positional_encoding=0).double()
+    # The same weights, less the positional maps, load into the flow without positions.
+    plain.load_state_dict({k: v for k, v in positioned.state_dict().items() if not k.endswith("position.weight")})
+    z_plain, log_det_plain = plain(x)
+    z, log_det = positioned(x)
+    assert not torch.allclose(z[0], z_plain[0])
+    with torch.no_grad():
+        for name, p in positioned.named_parameters():
+            if name.endswith("position.weight"):
+                p.zero_()
+    z, log_det = positioned(x)
+    for a, b in zip(z, z_plain):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(log_det, log_det_plain)
 
 
 def test_image_context_is_each_images_own_across_threads():
@@ -185,8 +226,8 @@ def test_weight_decay_is_decoupled_and_shrinks_only_the_couplings_weights():
             torch.testing.assert_close(difference, -1e-2 * 0.5 * w0, atol=1e-6, rtol=1e-4)
         else:
             assert torch.equal(difference, torch.zeros_like(w0)), name
-    # two steps per stage, two convolutions and one context map per step, two stages
-    assert decayed == 2 * 3 * 2
+    # two steps per stage, two convolutions, one context map and one positional map per step, two stages
+    assert decayed == 2 * 4 * 2
 
 
 def test_feature_noise_is_scaled_to_each_channels_spread_in_the_training_features():
