@@ -33,7 +33,6 @@ import time
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
 
 from _report import data_dir, write_table
 from select_defaults import CATEGORIES, held_out_families
@@ -49,13 +48,14 @@ def energy_smoothed_maps(latents, size, cells):
     """Equation 2 with each scale's energy ``u_l / C_l`` filtered on its own grid by a Gaussian of ``cells``
     cells of the finest grid (the same width in pixels at every scale), before the exponential."""
     from sklearn_uflow._images import resize_maps
+    from sklearn_uflow.scoring import smooth_maps
 
     finest = latents[0].shape[-1]
     likelihood = 0
     for z in latents:
         energy = z.float().pow(2).mean(dim=1).numpy()
         sigma = cells * z.shape[-1] / finest
-        energy = gaussian_filter(energy, (0, sigma, sigma), mode="nearest", truncate=4.0)
+        energy = smooth_maps(energy, sigma)  # the filter map_smoothing applies, on this scale's grid
         likelihood = likelihood + resize_maps(torch.exp(-0.5 * torch.from_numpy(energy)), size, mode="bilinear")
     return (1.0 - likelihood / len(latents)).numpy()
 
