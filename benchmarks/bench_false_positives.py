@@ -26,8 +26,8 @@ import numpy as np
 from scipy import ndimage
 
 from _report import data_dir, write_table
+from select_defaults import CATEGORIES
 
-CATEGORIES = ("mpdd/metal_plate", "magnetic_tile/magnetic_tile")
 WIDTHS = (0.0, 1.0, "auto", 3.0)  # "auto" is two cells at 256x256
 FPRS = (0.01, 0.05)
 DISTANCES = (8, 16, 32)  # pixels
