@@ -34,10 +34,11 @@ import time
 import numpy as np
 import torch
 
-from _report import data_dir, write_table
-from select_defaults import CATEGORIES, held_out_families
+from _report import write_table
+from select_defaults import CATEGORIES
 from select_image_context import FAMILY_COLUMNS, FAMILY_NOTES
 from select_over_seeds import choose, rule_summary
+from select_smoothing_domain import score_fits
 
 SEEDS = (0, 1, 2)
 WIDTHS = (1.0, 2.0, 3.0, 4.0)  # cells of the 64-cell finest grid; the default is 2
@@ -90,18 +91,7 @@ def score_seed(category, seed, fit_on, families):
 
 
 def main(categories):
-    from sklearn_uflow.datasets import load_anomaly_folder
-
-    rows, per_category = [], {}
-    for category in categories:
-        train = load_anomaly_folder(data_dir() / category, image_size=256).train_images
-        fit_on, families = held_out_families(train, swaps=True, bands=True)
-        for seed in SEEDS:
-            seed_rows, means = score_seed(category, seed, fit_on, families)
-            rows += seed_rows
-            for key, mean in means.items():
-                per_category.setdefault(key, []).append(mean)
-    means = {key: np.mean(v) for key, v in per_category.items()}
+    rows, means = score_fits(categories, score_seed, SEEDS)
     chosen, over_seeds, gains = choose(means, DEFAULT, SEEDS)
     verdict, summary = rule_summary(over_seeds, gains, chosen, DEFAULT, name="profile")
     write_table("select_scale_smoothing", "A width for each scale",

@@ -87,19 +87,25 @@ def score_seed(category, seed, fit_on, families):
     return rows, means
 
 
-def main(categories):
+def score_fits(categories, score_seed, seeds=SEEDS):
+    """``score_seed(category, seed, fit_on, families)`` for every category and seed: the rows, and the means
+    over both datasets as ``{(value, seed, width): mean}``."""
     from sklearn_uflow.datasets import load_anomaly_folder
 
     rows, per_category = [], {}
     for category in categories:
         train = load_anomaly_folder(data_dir() / category, image_size=256).train_images
         fit_on, families = held_out_families(train, swaps=True, bands=True)
-        for seed in SEEDS:
+        for seed in seeds:
             seed_rows, means = score_seed(category, seed, fit_on, families)
             rows += seed_rows
             for key, mean in means.items():
                 per_category.setdefault(key, []).append(mean)
-    means = {key: np.mean(v) for key, v in per_category.items()}
+    return rows, {key: np.mean(v) for key, v in per_category.items()}
+
+
+def main(categories):
+    rows, means = score_fits(categories, score_seed)
     chosen, over_seeds, gains = choose(means, DEFAULT, SEEDS)
     verdict, summary = rule_summary(over_seeds, gains, chosen, DEFAULT, name="smoothing")
     write_table("select_smoothing_domain", "Smoothing the energy or the map",
