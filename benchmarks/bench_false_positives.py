@@ -28,7 +28,7 @@ from scipy import ndimage
 from _report import data_dir, write_table
 from select_defaults import CATEGORIES
 
-WIDTHS = (0.0, 1.0, "auto", 3.0)  # "auto" is two cells at 256x256
+WIDTHS = (0.0, "auto", 2.0, 3.0)  # "auto" is one cell at 256x256
 FPRS = (0.01, 0.05)
 DISTANCES = (8, 16, 32)  # pixels
 SIZE_BINS = (0, 400, 1600, 6400, np.inf)  # region areas in pixels of the 256x256 masks

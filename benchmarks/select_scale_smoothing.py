@@ -34,11 +34,9 @@ import time
 import numpy as np
 import torch
 
-from _report import write_table
 from select_defaults import CATEGORIES
-from select_image_context import FAMILY_COLUMNS, FAMILY_NOTES
-from select_over_seeds import choose, rule_summary
-from select_smoothing_domain import score_fits
+from select_image_context import FAMILY_NOTES
+from select_smoothing_domain import record, select_on_fits
 
 SEEDS = (0, 1, 2)
 WIDTHS = (1.0, 2.0, 3.0, 4.0)  # cells of the 64-cell finest grid; the default is 2
@@ -83,24 +81,16 @@ def score_seed(category, seed, fit_on, families):
             for (_, masks), likelihood in zip(families, likelihoods):
                 maps = profile_maps(likelihood, profile, width, pixels_per_cell)
                 values += [100 * pixel_roc_auc(masks, maps), 100 * aupro(masks, maps)]
-            means[profile, seed, width] = np.mean(values)
-            rows.append([category, str(profile), seed, width, *(f"{v:.2f}" for v in values),
-                         f"{np.mean(values):.2f}", f"{fit_seconds:.2f}"])
-            print(rows[-1], flush=True)
+            record(rows, means, category, profile, seed, width, values, fit_seconds)
     return rows, means
 
 
 def main(categories):
-    rows, means = score_fits(categories, score_seed, SEEDS)
-    chosen, over_seeds, gains = choose(means, DEFAULT, SEEDS)
-    verdict, summary = rule_summary(over_seeds, gains, chosen, DEFAULT, name="profile")
-    write_table("select_scale_smoothing", "A width for each scale",
-                ["category", "profile (finest first)", "random_state", "map_smoothing", *FAMILY_COLUMNS], rows,
-                notes=FAMILY_NOTES + " Every parameter at its default; each scale's upsampled likelihood is "
-                      "filtered by ``map_smoothing`` times its factor in the profile (cells of the 64-cell finest "
-                      "grid) before the mean over scales; ``(1, 1, 1)`` is the default map. Means over both "
-                      "datasets and the seeds " + ", ".join(map(str, SEEDS)) + ": " + summary)
-    print(verdict)
+    select_on_fits("select_scale_smoothing", "A width for each scale", "profile (finest first)", "profile",
+                   categories, score_seed, DEFAULT,
+                   FAMILY_NOTES + " Every parameter at its default; each scale's upsampled likelihood is filtered by "
+                   "``map_smoothing`` times its factor in the profile (cells of the 64-cell finest grid) before the "
+                   "mean over scales; ``(1, 1, 1)`` is the default map.")
 
 
 if __name__ == "__main__":

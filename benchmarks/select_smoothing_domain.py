@@ -80,11 +80,17 @@ def score_seed(category, seed, fit_on, families):
                 else:
                     maps = energy_smoothed_maps(z, detector.image_size_, width)
                 values += [100 * pixel_roc_auc(masks, maps), 100 * aupro(masks, maps)]
-            means[domain, seed, width] = np.mean(values)
-            rows.append([category, domain, seed, width, *(f"{v:.2f}" for v in values), f"{np.mean(values):.2f}",
-                         f"{fit_seconds:.2f}"])
-            print(rows[-1], flush=True)
+            record(rows, means, category, domain, seed, width, values, fit_seconds)
     return rows, means
+
+
+def record(rows, means, category, value, seed, width, values, fit_seconds):
+    """Add the scores ``values`` of ``value`` fitted with ``seed`` and smoothed by ``width`` to the table's
+    ``rows`` and to ``means`` (their mean, keyed ``(value, seed, width)``)."""
+    means[value, seed, width] = np.mean(values)
+    rows.append([category, value, seed, width, *(f"{v:.2f}" for v in values), f"{np.mean(values):.2f}",
+                 f"{fit_seconds:.2f}"])
+    print(rows[-1], flush=True)
 
 
 def score_fits(categories, score_seed, seeds=SEEDS):
@@ -104,17 +110,26 @@ def score_fits(categories, score_seed, seeds=SEEDS):
     return rows, {key: np.mean(v) for key, v in per_category.items()}
 
 
-def main(categories):
-    rows, means = score_fits(categories, score_seed)
-    chosen, over_seeds, gains = choose(means, DEFAULT, SEEDS)
-    verdict, summary = rule_summary(over_seeds, gains, chosen, DEFAULT, name="smoothing")
-    write_table("select_smoothing_domain", "Smoothing the energy or the map",
-                ["category", "smoothing of", "random_state", "map_smoothing", *FAMILY_COLUMNS], rows,
-                notes=FAMILY_NOTES + " Every parameter at its default; ``map`` filters the anomaly map (the "
-                      "default), ``energy`` each scale's mean squared latent before the exponential, both with "
-                      "the width in cells of the 64-cell finest grid. Means over both datasets and the seeds "
-                      + ", ".join(map(str, SEEDS)) + ": " + summary)
+def select_on_fits(table, title, column, name, categories, score_seed, default, notes, columns=FAMILY_COLUMNS,
+                   seeds=SEEDS, sort_key=None):
+    """:func:`score_fits`, the rule of :func:`select_over_seeds.choose` against ``default``, and the table
+    ``docs/benchmarks/<table>.rst`` (``column`` names the candidates, ``name`` the parameter in the verdict,
+    ``notes`` come before the means over seeds)."""
+    rows, means = score_fits(categories, score_seed, seeds)
+    chosen, over_seeds, gains = choose(means, default, seeds)
+    verdict, summary = rule_summary(over_seeds, gains, chosen, default, name=name)
+    write_table(table, title, ["category", column, "random_state", "map_smoothing", *columns],
+                sorted(rows, key=sort_key) if sort_key else rows,
+                notes=notes + " Means over both datasets and the seeds " + ", ".join(map(str, seeds)) + ": " + summary)
     print(verdict)
+
+
+def main(categories):
+    select_on_fits("select_smoothing_domain", "Smoothing the energy or the map", "smoothing of", "smoothing",
+                   categories, score_seed, DEFAULT,
+                   FAMILY_NOTES + " Every parameter at its default; ``map`` filters the anomaly map (the default), "
+                   "``energy`` each scale's mean squared latent before the exponential, both with the width in "
+                   "cells of the 64-cell finest grid.")
 
 
 if __name__ == "__main__":

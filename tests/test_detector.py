@@ -47,9 +47,9 @@ def test_anomaly_map_follows_equation_2_then_smoothing(fitted_detector, defects)
     expected = (1 - expected / len(latents)).numpy()
     unsmoothed = pickle.loads(pickle.dumps(fitted_detector)).set_params(map_smoothing=0)
     np.testing.assert_allclose(unsmoothed.anomaly_maps(X[:2]), expected, rtol=1e-5, atol=1e-6)
-    # "auto" (the default) is 2/64 of the image's side: 2 pixels here.
+    # "auto" (the default) is 1/64 of the image's side: 1 pixel here.
     assert fitted_detector.map_smoothing == "auto"
-    smoothed = np.stack([gaussian_filter(m.astype(np.float64), 2.0, mode="nearest") for m in expected])
+    smoothed = np.stack([gaussian_filter(m.astype(np.float64), 1.0, mode="nearest") for m in expected])
     np.testing.assert_allclose(fitted_detector.anomaly_maps(X[:2]), smoothed, rtol=1e-5, atol=1e-6)
     # a number is in cells of the finest latent grid: 64 / 16 = 4 pixels per cell.
     assert latents[0].shape[-1] == 16
