@@ -192,15 +192,20 @@ def held_out_families(train, swaps=False, bands=False):
     return fit_on, [(np.concatenate([held_out, X]), np.concatenate([clean, masks])) for X, masks in planted]
 
 
+def timed_fit(detector, fit_on):
+    """Fit ``detector`` on the images ``fit_on``; return the seconds it took per image."""
+    start = time.perf_counter()
+    detector.fit(fit_on)
+    return (time.perf_counter() - start) / len(fit_on)
+
+
 def fit_and_score(detector, fit_on, families, widths=WIDTHS):
     """Fit ``detector``, then for each of ``widths`` of ``map_smoothing`` yield it, the pixel
     AUROC and AUPRO in % of each family (``[small AUROC, small AUPRO, large
     AUROC, large AUPRO, ...]``) and the fit seconds per training image."""
     from sklearn_uflow.metrics import aupro, pixel_roc_auc
 
-    start = time.perf_counter()
-    detector.fit(fit_on)
-    fit_seconds = (time.perf_counter() - start) / len(fit_on)
+    fit_seconds = timed_fit(detector, fit_on)
     for width in widths:
         detector.set_params(map_smoothing=width)
         values = []

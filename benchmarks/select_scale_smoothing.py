@@ -29,12 +29,11 @@ Usage: ``python benchmarks/select_scale_smoothing.py [category ...]``
 """
 
 import sys
-import time
 
 import numpy as np
 import torch
 
-from select_defaults import CATEGORIES
+from select_defaults import CATEGORIES, timed_fit
 from select_image_context import FAMILY_NOTES
 from select_smoothing_domain import record, select_on_fits
 
@@ -66,9 +65,7 @@ def score_seed(category, seed, fit_on, families):
     from sklearn_uflow.metrics import aupro, pixel_roc_auc
 
     detector = UFlowDetector("efficientnet_lite0", random_state=seed, device="cpu")
-    start = time.perf_counter()
-    detector.fit(fit_on)
-    fit_seconds = (time.perf_counter() - start) / len(fit_on)
+    fit_seconds = timed_fit(detector, fit_on)
     pixels_per_cell = detector.image_size_[0] / detector.latent_shapes_[0][1]
     likelihoods = [scale_likelihoods(detector.latents(X), detector.image_size_) for X, _ in families]
     # The uniform profile must be the detector's own map: the filter is linear.
@@ -90,7 +87,7 @@ def main(categories):
                    categories, score_seed, DEFAULT,
                    FAMILY_NOTES + " Every parameter at its default; each scale's upsampled likelihood is filtered by "
                    "``map_smoothing`` times its factor in the profile (cells of the 64-cell finest grid) before the "
-                   "mean over scales; ``(1, 1, 1)`` is the default map.")
+                   "mean over scales; ``(1, 1, 1)`` is the default map.", seeds=SEEDS)
 
 
 if __name__ == "__main__":

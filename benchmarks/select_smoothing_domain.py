@@ -29,13 +29,12 @@ Usage: ``python benchmarks/select_smoothing_domain.py [category ...]``
 """
 
 import sys
-import time
 
 import numpy as np
 import torch
 
 from _report import data_dir, write_table
-from select_defaults import CATEGORIES, held_out_families
+from select_defaults import CATEGORIES, held_out_families, timed_fit
 from select_image_context import FAMILY_COLUMNS, FAMILY_NOTES
 from select_over_seeds import choose, rule_summary
 
@@ -66,9 +65,7 @@ def score_seed(category, seed, fit_on, families):
     from sklearn_uflow.metrics import aupro, pixel_roc_auc
 
     detector = UFlowDetector("efficientnet_lite0", random_state=seed, device="cpu")
-    start = time.perf_counter()
-    detector.fit(fit_on)
-    fit_seconds = (time.perf_counter() - start) / len(fit_on)
+    fit_seconds = timed_fit(detector, fit_on)
     latents = [detector.latents(X) for X, _ in families]
     rows, means = [], {}
     for domain in ("map", "energy"):
