@@ -171,7 +171,9 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         ``"auto"``, ``"cpu"``, ``"cuda"``; resolved into ``device_``.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split, the initial weights and the batch order;
-        with an int, fitting is reproducible on a CPU.
+        with an int, fitting is reproducible on a CPU (on one kind of CPU:
+        another one's floating-point kernels move the scores in the second
+        decimal).
     verbose : int, default=0
         Progress bars for feature extraction and training.
     n_jobs : int, default=None

@@ -1,0 +1,60 @@
+"""A quick screen of candidates on the pooled held-out score, one seed: without test images.
+
+The selections fit three seeds per candidate and take an hour or more on
+Magnetic Tile; this fits each candidate once on one category and prints the
+pooled score of ``select_pooled_score.py`` (the clean held-out training images
+and the four families of planted defects, scored at once) at a few widths, to
+say which candidates are worth a selection. It also prints, for each scale,
+the mean squared latent of the clean held-out images and of the images fitted
+on: the flow's generalisation gap. Nothing is chosen from it and no table is
+written; the docs quote its figures where a screen was run.
+
+A candidate is a JSON object: ``"pooling"`` goes to the Lite0 feature step,
+every other key to :class:`~sklearn_uflow.UFlowDetector`.
+
+Usage: ``python benchmarks/screen_pooled_score.py CATEGORY SEED '[{}, {"pooling": [1, 3, 3]}]' [WIDTH,...]``
+"""
+
+import json
+import sys
+
+from _report import data_dir
+from select_defaults import held_out_families, timed_fit
+from select_pooled_score import pooled
+
+WIDTHS = (0.5, 1.0, 2.0)  # cells of the 64-cell finest grid
+
+
+def mean_squared_latents(detector, images):
+    """Each scale's mean squared latent over ``images``, finest first."""
+    return [float((z**2).mean()) for z in detector.latents(images)]
+
+
+def screen(category, seed, candidates, widths=WIDTHS):
+    from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
+    from sklearn_uflow.datasets import load_anomaly_folder
+    from sklearn_uflow.metrics import aupro, pixel_roc_auc
+
+    train = load_anomaly_folder(data_dir() / category, image_size=256).train_images
+    fit_on, families = held_out_families(train, swaps=True, bands=True)
+    images, masks = pooled(families)
+    clean = families[0][0][: len(families[1][0]) // 2]
+    for candidate in candidates:
+        detector_params = dict(candidate)
+        pooling = detector_params.pop("pooling", "auto")
+        extractor = CNNFeatureTransformer("efficientnet_lite0", pooling=pooling if pooling == "auto" else tuple(pooling))
+        detector = UFlowDetector(extractor, random_state=seed, device="cpu", **detector_params)
+        fit_seconds = timed_fit(detector, fit_on)
+        gap = zip(mean_squared_latents(detector, clean), mean_squared_latents(detector, fit_on[: len(clean)]))
+        print(category, json.dumps(candidate), f"seed {seed}, fit {fit_seconds:.2f} s / image, mean z² held-out / "
+              "fitted by scale:", ", ".join(f"{a:.2f} / {b:.2f}" for a, b in gap), flush=True)
+        for width in widths:
+            maps = detector.set_params(map_smoothing=width).anomaly_maps(images)
+            auroc, pro = 100 * pixel_roc_auc(masks, maps), 100 * aupro(masks, maps)
+            print(f"  width {width}: pooled pixel AUROC {auroc:.2f}, AUPRO {pro:.2f}, mean {(auroc + pro) / 2:.2f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    screen(sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]),
+           [float(w) for w in sys.argv[4].split(",")] if len(sys.argv) > 4 else WIDTHS)
