@@ -10,7 +10,10 @@ on: the flow's generalisation gap. Nothing is chosen from it and no table is
 written; the docs quote its figures where a screen was run.
 
 A candidate is a JSON object: ``"pooling"`` goes to the Lite0 feature step,
-every other key to :class:`~sklearn_uflow.UFlowDetector`.
+``"augment"`` (``"hflip"`` or ``"dihedral"``) adds the training images'
+mirror images, or their eight flips and quarter turns, to the images the flow
+is fitted on (not to its validation split), every other key goes to
+:class:`~sklearn_uflow.UFlowDetector`.
 
 Usage: ``python benchmarks/screen_pooled_score.py CATEGORY SEED '[{}, {"pooling": [1, 3, 3]}]' [WIDTH,...]``
 """
@@ -18,11 +21,37 @@ Usage: ``python benchmarks/screen_pooled_score.py CATEGORY SEED '[{}, {"pooling"
 import json
 import sys
 
+import numpy as np
+import torch
 from _report import data_dir
 from select_defaults import held_out_families, timed_fit
 from select_pooled_score import pooled
 
 WIDTHS = (0.5, 1.0, 2.0)  # cells of the 64-cell finest grid
+
+
+AUGMENTATIONS = {
+    "hflip": [lambda x: x, lambda x: x[:, :, ::-1]],
+    "dihedral": [lambda x, k=k, f=f: np.rot90(x[:, :, ::-1] if f else x, k, axes=(1, 2))
+                 for f in (False, True) for k in range(4)],
+}
+
+
+def augmented(detector, transforms):
+    """``detector``, whose next fit extracts the features of its training split
+    under each of ``transforms``; the library has no such option, so this
+    wraps the first feature extraction of ``fit``, which is the training split's."""
+    extract, calls = detector._features, []
+
+    def features(batch):
+        calls.append(len(batch))
+        if len(calls) > 1:
+            return extract(batch)
+        parts = [extract(np.ascontiguousarray(transform(batch))) for transform in transforms]
+        return [torch.cat(scale) for scale in zip(*parts)]
+
+    detector._features = features
+    return detector
 
 
 def mean_squared_latents(detector, images):
@@ -42,8 +71,11 @@ def screen(category, seed, candidates, widths=WIDTHS):
     for candidate in candidates:
         detector_params = dict(candidate)
         pooling = detector_params.pop("pooling", "auto")
+        augment = detector_params.pop("augment", None)
         extractor = CNNFeatureTransformer("efficientnet_lite0", pooling=pooling if pooling == "auto" else tuple(pooling))
         detector = UFlowDetector(extractor, random_state=seed, device="cpu", **detector_params)
+        if augment:
+            augmented(detector, AUGMENTATIONS[augment])
         fit_seconds = timed_fit(detector, fit_on)
         gap = zip(mean_squared_latents(detector, clean), mean_squared_latents(detector, fit_on[: len(clean)]))
         print(category, json.dumps(candidate), f"seed {seed}, fit {fit_seconds:.2f} s / image, mean z² held-out / "
