@@ -41,12 +41,13 @@ def augmented(detector, transforms):
     """``detector``, whose next fit extracts the features of its training split
     under each of ``transforms``; the library has no such option, so this
     wraps the first feature extraction of ``fit``, which is the training split's."""
-    extract, calls = detector._features, []
+    extract, first = detector._features, True
 
     def features(batch):
-        calls.append(len(batch))
-        if len(calls) > 1:
+        nonlocal first
+        if not first:
             return extract(batch)
+        first = False
         parts = [extract(np.ascontiguousarray(transform(batch))) for transform in transforms]
         return [torch.cat(scale) for scale in zip(*parts)]
 
