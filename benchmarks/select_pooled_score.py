@@ -53,22 +53,31 @@ def pooled(families):
     return images, masks
 
 
-def score_seed(category, seed, fit_on, families):
-    """Rows and ``{(positional_encoding, seed, width): pooled mean}`` of one fit per candidate."""
-    from sklearn_uflow import UFlowDetector
+def score_candidates(category, seed, fit_on, families, candidates, widths=WIDTHS):
+    """Rows and ``{(name, seed, width): pooled mean}`` of one fit per candidate,
+    ``candidates`` mapping a name to a function of the seed returning a detector."""
     from sklearn_uflow.metrics import aupro, pixel_roc_auc
 
     images, masks = pooled(families)
     rows, means = [], {}
-    for positions in POSITIONS:
-        detector = UFlowDetector("efficientnet_lite0", positional_encoding=positions, random_state=seed,
-                                 device="cpu")
+    for name, make_detector in candidates.items():
+        detector = make_detector(seed)
         fit_seconds = timed_fit(detector, fit_on)
-        for width in WIDTHS:
+        for width in widths:
             maps = detector.set_params(map_smoothing=width).anomaly_maps(images)
             values = [100 * pixel_roc_auc(masks, maps), 100 * aupro(masks, maps)]
-            record(rows, means, category, positions, seed, width, values, fit_seconds)
+            record(rows, means, category, name, seed, width, values, fit_seconds)
     return rows, means
+
+
+def score_seed(category, seed, fit_on, families):
+    """Rows and ``{(positional_encoding, seed, width): pooled mean}`` of one fit per candidate."""
+    from sklearn_uflow import UFlowDetector
+
+    return score_candidates(category, seed, fit_on, families, {
+        positions: lambda seed, positions=positions: UFlowDetector(
+            "efficientnet_lite0", positional_encoding=positions, random_state=seed, device="cpu")
+        for positions in POSITIONS})
 
 
 def main(categories):
