@@ -13,14 +13,16 @@ A candidate is a JSON object: ``"pooling"`` goes to the Lite0 feature step,
 ``"blocks"`` takes each scale from other Lite0 stages (a list per scale of the
 stages whose outputs are concatenated, numbered as in timm's ``blocks`` from
 0; the default is ``[[1], [2], [4]]``, 24, 40 and 112 channels),
-``"augment"`` (``"hflip"`` or ``"dihedral"``) adds the training images'
-mirror images, or their eight flips and quarter turns, to the images the flow
-is fitted on (not to its validation split), every other key goes to
+``"whiten"`` (a shrinkage between 0 and 1) whitens each scale's features
+before the flow (:func:`whitened`), ``"augment"`` (``"hflip"`` or
+``"dihedral"``) adds the training images' mirror images, or their eight flips
+and quarter turns, to the images the flow is fitted on (not to its validation split), every other key goes to
 :class:`~sklearn_uflow.UFlowDetector`.
 
 Usage: ``python benchmarks/screen_pooled_score.py CATEGORY SEED '[{}, {"pooling": [1, 3, 3]}]' [WIDTH,...]``
 """
 
+import contextlib
 import json
 import sys
 
@@ -84,6 +86,47 @@ def augmented(detector, transforms):
     return detector
 
 
+@contextlib.contextmanager
+def whitened(shrinkage):
+    """Within the block, every flow whitens each scale's features, a fixed
+    linear map fitted on the training features like the standardisation it
+    extends; the library has no such option.
+
+    The map is ZCA's, ``S^(-1/2)`` of the standardised features' channel
+    correlation ``S`` shrunk towards the identity, ``(1 - shrinkage) S +
+    shrinkage I``, so that directions of almost no variance are not blown up.
+    ZCA's map is the whitening nearest the identity: each channel stays the
+    closest to what it was. Its log-determinant joins the flow's."""
+    from sklearn_uflow.flow import UFlow
+
+    fit, standardize, log_det = UFlow.standardize_with, UFlow._standardize, UFlow._log_det_standardize
+
+    def whitened_fit(self, features):
+        fit(self, features)
+        self.whitening_ = []
+        for x in standardize(self, features):
+            correlation = torch.einsum("nchw,ndhw->cd", x.double(), x.double()) / (x.numel() / x.shape[1])
+            values, vectors = torch.linalg.eigh((1 - shrinkage) * correlation
+                                                + shrinkage * torch.eye(len(correlation), dtype=torch.double))
+            matrix = vectors @ torch.diag(values.rsqrt()) @ vectors.T
+            self.whitening_.append((matrix.float(), -0.5 * float(values.log().sum())))
+
+    def whitened_standardize(self, features):
+        return [torch.einsum("dc,nchw->ndhw", matrix, x)
+                for (matrix, _), x in zip(self.whitening_, standardize(self, features))]
+
+    def whitened_log_det(self, features):
+        return log_det(self, features) - sum(logdet * f.shape[2] * f.shape[3]
+                                             for (_, logdet), f in zip(self.whitening_, features))
+
+    UFlow.standardize_with, UFlow._standardize, UFlow._log_det_standardize = (
+        whitened_fit, whitened_standardize, whitened_log_det)
+    try:
+        yield
+    finally:
+        UFlow.standardize_with, UFlow._standardize, UFlow._log_det_standardize = fit, standardize, log_det
+
+
 def mean_squared_latents(detector, images):
     """Each scale's mean squared latent over ``images``, finest first."""
     return [float((z**2).mean()) for z in detector.latents(images)]
@@ -98,24 +141,29 @@ def screen(category, seed, candidates, widths=WIDTHS):
     fit_on, families = held_out_families(train, swaps=True, bands=True)
     images, masks = pooled(families)
     clean = families[0][0][: len(families[1][0]) // 2]
+
+    def score(maps):
+        return 100 * pixel_roc_auc(masks, maps), 100 * aupro(masks, maps)
+
     for candidate in candidates:
         detector_params = dict(candidate)
         pooling = detector_params.pop("pooling", "auto")
         augment = detector_params.pop("augment", None)
         blocks = detector_params.pop("blocks", None)
+        shrinkage = detector_params.pop("whiten", None)
         pooling = pooling if pooling == "auto" else tuple(pooling)
         extractor = (stage_features(blocks, pooling) if blocks
                      else CNNFeatureTransformer("efficientnet_lite0", pooling=pooling))
         detector = UFlowDetector(extractor, random_state=seed, device="cpu", **detector_params)
         if augment:
             augmented(detector, AUGMENTATIONS[augment])
-        fit_seconds = timed_fit(detector, fit_on)
-        gap = zip(mean_squared_latents(detector, clean), mean_squared_latents(detector, fit_on[: len(clean)]))
+        with whitened(shrinkage) if shrinkage is not None else contextlib.nullcontext():
+            fit_seconds = timed_fit(detector, fit_on)
+            gap = zip(mean_squared_latents(detector, clean), mean_squared_latents(detector, fit_on[: len(clean)]))
+            scores = [score(detector.set_params(map_smoothing=width).anomaly_maps(images)) for width in widths]
         print(category, json.dumps(candidate), f"seed {seed}, fit {fit_seconds:.2f} s / image, mean z² held-out / "
               "fitted by scale:", ", ".join(f"{a:.2f} / {b:.2f}" for a, b in gap), flush=True)
-        for width in widths:
-            maps = detector.set_params(map_smoothing=width).anomaly_maps(images)
-            auroc, pro = 100 * pixel_roc_auc(masks, maps), 100 * aupro(masks, maps)
+        for width, (auroc, pro) in zip(widths, scores):
             print(f"  width {width}: pooled pixel AUROC {auroc:.2f}, AUPRO {pro:.2f}, mean {(auroc + pro) / 2:.2f}",
                   flush=True)
 
