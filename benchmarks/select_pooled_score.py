@@ -32,6 +32,7 @@ compared with.
 Usage: ``python benchmarks/select_pooled_score.py [category ...]``
 """
 
+import contextlib
 import sys
 
 import numpy as np
@@ -53,21 +54,36 @@ def pooled(families):
     return images, masks
 
 
-def score_candidates(category, seed, fit_on, families, candidates, widths=WIDTHS):
+def score_candidates(category, seed, fit_on, families, candidates, widths=WIDTHS, contexts=None):
     """Rows and ``{(name, seed, width): pooled mean}`` of one fit per candidate,
-    ``candidates`` mapping a name to a function of the seed returning a detector."""
+    ``candidates`` mapping a name to a function of the seed returning a detector;
+    a candidate named in ``contexts`` is fitted and scored within the context
+    manager its function there returns (a prototype patched into the library)."""
     from sklearn_uflow.metrics import aupro, pixel_roc_auc
 
     images, masks = pooled(families)
     rows, means = [], {}
     for name, make_detector in candidates.items():
         detector = make_detector(seed)
-        fit_seconds = timed_fit(detector, fit_on)
-        for width in widths:
-            maps = detector.set_params(map_smoothing=width).anomaly_maps(images)
+        with (contexts or {}).get(name, contextlib.nullcontext)():
+            fit_seconds = timed_fit(detector, fit_on)
+            all_maps = [detector.set_params(map_smoothing=width).anomaly_maps(images) for width in widths]
+        for width, maps in zip(widths, all_maps):
             values = [100 * pixel_roc_auc(masks, maps), 100 * aupro(masks, maps)]
             record(rows, means, category, name, seed, width, values, fit_seconds)
     return rows, means
+
+
+def select_pooled(table, title, column, name, categories, score_seed, default, candidates_note):
+    """:func:`select_on_fits` on the pooled score of the screened candidates, whose names ``column`` heads and
+    ``candidates_note`` explains; the table lists candidates in the order of their names."""
+    select_on_fits(table, title, column, name, categories, score_seed, default,
+                   "10 % of the good training images, held out of the fit; the clean ones and the same images with "
+                   "each of the four families of planted defects pooled and scored at once, as in "
+                   "``select_pooled_score.py``; no test image is used. " + candidates_note + " Every other "
+                   "parameter at its default; ``map_smoothing`` in cells of the 64-cell finest grid.",
+                   columns=["pooled: pixel AUROC", "pooled: AUPRO", "mean", "fit s / image"],
+                   seeds=SEEDS, sort_key=lambda r: (r[0], r[1], r[2], r[3]))
 
 
 def score_seed(category, seed, fit_on, families):

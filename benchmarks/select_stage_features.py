@@ -31,8 +31,7 @@ import sys
 
 from screen_pooled_score import stage_features
 from select_defaults import CATEGORIES
-from select_pooled_score import score_candidates
-from select_smoothing_domain import select_on_fits
+from select_pooled_score import score_candidates, select_pooled
 
 SEEDS = (0, 1, 2)
 WIDTHS = (0.5, 1.0, 2.0)  # cells of the 64-cell finest grid; the default is 1
@@ -51,15 +50,9 @@ def score_seed(category, seed, fit_on, families):
 
 
 def main(categories):
-    select_on_fits("select_stage_features", "The coarsest scale from one Lite0 stage or two",
-                   "stride-16 channels", "stages", categories, score_seed, DEFAULT,
-                   "10 % of the good training images, held out of the fit; the clean ones and the same images with "
-                   "each of the four families of planted defects pooled and scored at once, as in "
-                   "``select_pooled_score.py``; no test image is used. ``112``: the default, Lite0's stage 4 at "
-                   "stride 16; ``80+112``: its stages 3 and 4 concatenated. Every other parameter at its default; "
-                   "``map_smoothing`` in cells of the 64-cell finest grid.",
-                   columns=["pooled: pixel AUROC", "pooled: AUPRO", "mean", "fit s / image"],
-                   seeds=SEEDS, sort_key=lambda r: (r[0], r[1], r[2], r[3]))
+    select_pooled("select_stage_features", "The coarsest scale from one Lite0 stage or two", "stride-16 channels",
+                  "stages", categories, score_seed, DEFAULT,
+                  "``112``: the default, Lite0's stage 4 at stride 16; ``80+112``: its stages 3 and 4 concatenated.")
 
 
 if __name__ == "__main__":
