@@ -14,7 +14,8 @@ A candidate is a JSON object: ``"pooling"`` goes to the Lite0 feature step,
 stages whose outputs are concatenated, numbered as in timm's ``blocks`` from
 0; the default is ``[[1], [2], [4]]``, 24, 40 and 112 channels),
 ``"whiten"`` (a shrinkage between 0 and 1) whitens each scale's features
-before the flow (:func:`whitened`), ``"augment"`` (``"hflip"`` or
+before the flow (:func:`whitened`), ``"rotate": true`` makes each flow step's
+fixed permutation a fixed random rotation (:func:`rotated`), ``"augment"`` (``"hflip"`` or
 ``"dihedral"``) adds the training images' mirror images, or their eight flips
 and quarter turns, to the images the flow is fitted on (not to its validation split), every other key goes to
 :class:`~sklearn_uflow.UFlowDetector`.
@@ -127,6 +128,40 @@ def whitened(shrinkage):
         UFlow.standardize_with, UFlow._standardize, UFlow._log_det_standardize = fit, standardize, log_det
 
 
+@contextlib.contextmanager
+def rotated():
+    """Within the block, every flow step's fixed permutation of the channels
+    is a fixed random rotation instead (FrEIA's ``permute_soft``, drawn from
+    the flow's seed); the library has no such option.
+
+    A permutation only reorders the channels the next coupling splits in
+    two; a rotation mixes them all, so that every coupling sees combinations
+    of every channel. It is orthogonal: the log-determinant does not change,
+    and it is applied by the same 1x1 convolution, at no cost."""
+    from sklearn_uflow import detector as detector_module
+    from sklearn_uflow.flow import FlowStep
+
+    build = detector_module.build_uflow
+
+    def rotated_build(feature_shapes, *, seed=0, **kwargs):
+        flow = build(feature_shapes, seed=seed, **kwargs)
+        generator = torch.Generator().manual_seed(seed)
+        for module in flow.modules():
+            if isinstance(module, FlowStep):
+                q, r = torch.linalg.qr(torch.randn(module.in_channels, module.in_channels, generator=generator,
+                                                   dtype=torch.double))
+                q = q * torch.sign(torch.diagonal(r))  # Haar-distributed, not biased by QR's sign convention
+                module.w_perm.data.copy_(q.view_as(module.w_perm))
+                module.w_perm_inv.data.copy_(q.T.reshape(module.w_perm_inv.shape))
+        return flow
+
+    detector_module.build_uflow = rotated_build
+    try:
+        yield
+    finally:
+        detector_module.build_uflow = build
+
+
 def mean_squared_latents(detector, images):
     """Each scale's mean squared latent over ``images``, finest first."""
     return [float((z**2).mean()) for z in detector.latents(images)]
@@ -151,13 +186,15 @@ def screen(category, seed, candidates, widths=WIDTHS):
         augment = detector_params.pop("augment", None)
         blocks = detector_params.pop("blocks", None)
         shrinkage = detector_params.pop("whiten", None)
+        rotate = detector_params.pop("rotate", False)
         pooling = pooling if pooling == "auto" else tuple(pooling)
         extractor = (stage_features(blocks, pooling) if blocks
                      else CNNFeatureTransformer("efficientnet_lite0", pooling=pooling))
         detector = UFlowDetector(extractor, random_state=seed, device="cpu", **detector_params)
         if augment:
             augmented(detector, AUGMENTATIONS[augment])
-        with whitened(shrinkage) if shrinkage is not None else contextlib.nullcontext():
+        with (whitened(shrinkage) if shrinkage is not None else contextlib.nullcontext(),
+              rotated() if rotate else contextlib.nullcontext()):
             fit_seconds = timed_fit(detector, fit_on)
             gap = zip(mean_squared_latents(detector, clean), mean_squared_latents(detector, fit_on[: len(clean)]))
             scores = [score(detector.set_params(map_smoothing=width).anomaly_maps(images)) for width in widths]
