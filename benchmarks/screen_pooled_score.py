@@ -26,6 +26,7 @@ Usage: ``python benchmarks/screen_pooled_score.py CATEGORY SEED '[{}, {"pooling"
 import contextlib
 import json
 import sys
+from unittest import mock
 
 import numpy as np
 import timm
@@ -155,11 +156,8 @@ def rotated():
                 module.w_perm_inv.data.copy_(q.T.reshape(module.w_perm_inv.shape))
         return flow
 
-    detector_module.build_uflow = rotated_build
-    try:
+    with mock.patch.object(detector_module, "build_uflow", rotated_build):
         yield
-    finally:
-        detector_module.build_uflow = build
 
 
 def mean_squared_latents(detector, images):

@@ -33,7 +33,6 @@ from screen_pooled_score import stage_features
 from select_defaults import CATEGORIES
 from select_pooled_score import score_candidates, select_pooled
 
-SEEDS = (0, 1, 2)
 WIDTHS = (0.5, 1.0, 2.0)  # cells of the 64-cell finest grid; the default is 1
 STAGES = {"112": [[1], [2], [4]], "80+112": [[1], [2], [3, 4]]}  # timm's Lite0 stages, per scale
 DEFAULT = ("112", 1.0)

@@ -30,7 +30,6 @@ from screen_pooled_score import whitened
 from select_defaults import CATEGORIES
 from select_pooled_score import score_candidates, select_pooled
 
-SEEDS = (0, 1, 2)
 WIDTHS = (0.5, 1.0, 2.0)  # cells of the 64-cell finest grid; the default is 1
 SHRINKAGES = {"none": None, "0.01": 0.01, "0.003": 0.003}
 DEFAULT = ("none", 1.0)
