@@ -15,7 +15,9 @@ stages whose outputs are concatenated, numbered as in timm's ``blocks`` from
 0; the default is ``[[1], [2], [4]]``, 24, 40 and 112 channels),
 ``"whiten"`` (a shrinkage between 0 and 1) whitens each scale's features
 before the flow (:func:`whitened`), ``"rotate": true`` makes each flow step's
-fixed permutation a fixed random rotation (:func:`rotated`), ``"augment"`` (``"hflip"`` or
+fixed permutation a fixed random rotation (:func:`rotated`), ``"map"`` (``"calibrated"`` or
+``"significance"``) scores the fit with another map than equation 2 (:func:`other_map`), ``"members"`` (an int)
+averages the maps of as many fits drawn from the seeds ``seed``, ``seed + 1000``, ..., ``"augment"`` (``"hflip"`` or
 ``"dihedral"``) adds the training images' mirror images, or their eight flips
 and quarter turns, to the images the flow is fitted on (not to its validation split), every other key goes to
 :class:`~sklearn_uflow.UFlowDetector`.
@@ -160,6 +162,41 @@ def rotated():
         yield
 
 
+@contextlib.contextmanager
+def other_map(detector, kind):
+    """Within the block, ``detector``'s maps use the null model it fitted on
+    its validation images (:func:`~sklearn_uflow.acontrario.fit_null`)
+    instead of equation 2's N(0, 1); the library has no such option.
+
+    ``"calibrated"`` divides each scale's mean squared latent by that of the
+    validation images before the exponential, as if ``C_l`` in equation 2
+    were the expectation measured rather than assumed: the coarsest scale,
+    whose held-out latents are the largest, then weighs less. ``"significance"``
+    averages over the scales each pixel's ``-log10 P(U >= u)`` under the null,
+    a score that does not saturate as the exponential does."""
+    from sklearn_uflow import detector as detector_module
+    from sklearn_uflow._images import resize_maps
+    from sklearn_uflow.scoring import anomaly_map
+
+    def calibrated(latents, size):
+        means = [null.scale * null.dof / z.shape[1] for null, z in zip(detector.null_, latents)]
+        return anomaly_map([z / mean**0.5 for z, mean in zip(latents, means)], size)
+
+    def significance(latents, size):
+        return sum(resize_maps(torch.from_numpy(-null.log10_sf(z.double().pow(2).sum(1).cpu().numpy())).float(),
+                               size, mode="bilinear") for null, z in zip(detector.null_, latents)) / len(latents)
+
+    with mock.patch.object(detector_module, "anomaly_map", {"calibrated": calibrated,
+                                                          "significance": significance}[kind]):
+        yield
+
+
+def maps(detector, kind, width, images):
+    """``detector``'s maps of ``images`` at ``width``, equation 2's or those of :func:`other_map`."""
+    with other_map(detector, kind) if kind else contextlib.nullcontext():
+        return detector.set_params(map_smoothing=width).anomaly_maps(images)
+
+
 def mean_squared_latents(detector, images):
     """Each scale's mean squared latent over ``images``, finest first."""
     return [float((z**2).mean()) for z in detector.latents(images)]
@@ -185,17 +222,22 @@ def screen(category, seed, candidates, widths=WIDTHS):
         blocks = detector_params.pop("blocks", None)
         shrinkage = detector_params.pop("whiten", None)
         rotate = detector_params.pop("rotate", False)
+        map_kind = detector_params.pop("map", None)
+        members = detector_params.pop("members", 1)
         pooling = pooling if pooling == "auto" else tuple(pooling)
         extractor = (stage_features(blocks, pooling) if blocks
                      else CNNFeatureTransformer("efficientnet_lite0", pooling=pooling))
-        detector = UFlowDetector(extractor, random_state=seed, device="cpu", **detector_params)
+        detectors = [UFlowDetector(extractor, random_state=seed + 1000 * k, device="cpu", **detector_params)
+                     for k in range(members)]
         if augment:
-            augmented(detector, AUGMENTATIONS[augment])
+            for detector in detectors:
+                augmented(detector, AUGMENTATIONS[augment])
         with (whitened(shrinkage) if shrinkage is not None else contextlib.nullcontext(),
               rotated() if rotate else contextlib.nullcontext()):
-            fit_seconds = timed_fit(detector, fit_on)
+            fit_seconds = sum(timed_fit(detector, fit_on) for detector in detectors)
+            detector = detectors[0]
             gap = zip(mean_squared_latents(detector, clean), mean_squared_latents(detector, fit_on[: len(clean)]))
-            scores = [score(detector.set_params(map_smoothing=width).anomaly_maps(images)) for width in widths]
+            scores = [score(sum(maps(d, map_kind, width, images) for d in detectors) / members) for width in widths]
         print(category, json.dumps(candidate), f"seed {seed}, fit {fit_seconds:.2f} s / image, mean z² held-out / "
               "fitted by scale:", ", ".join(f"{a:.2f} / {b:.2f}" for a, b in gap), flush=True)
         for width, (auroc, pro) in zip(widths, scores):
