@@ -176,6 +176,7 @@ def other_map(detector, kind):
     a score that does not saturate as the exponential does."""
     from sklearn_uflow import detector as detector_module
     from sklearn_uflow._images import resize_maps
+    from sklearn_uflow.acontrario import _squared_norms
     from sklearn_uflow.scoring import anomaly_map
 
     def calibrated(latents, size):
@@ -183,8 +184,8 @@ def other_map(detector, kind):
         return anomaly_map([z / mean**0.5 for z, mean in zip(latents, means)], size)
 
     def significance(latents, size):
-        return sum(resize_maps(torch.from_numpy(-null.log10_sf(z.double().pow(2).sum(1).cpu().numpy())).float(),
-                               size, mode="bilinear") for null, z in zip(detector.null_, latents)) / len(latents)
+        return sum(resize_maps(torch.from_numpy(-null.log10_sf(_squared_norms(z))).float(), size, mode="bilinear")
+                   for null, z in zip(detector.null_, latents)) / len(latents)
 
     with mock.patch.object(detector_module, "anomaly_map", {"calibrated": calibrated,
                                                           "significance": significance}[kind]):
