@@ -71,7 +71,9 @@ def false_positive_rows(category, detector, images, masks):
     return rows
 
 
-def main(categories):
+def rows_of_default_fits(categories, rows_of):
+    """``rows_of(category, detector, test images, test masks)`` for each category, ``detector`` the
+    default Lite0 detector (``random_state=0``) fitted on its good training images."""
     from sklearn_uflow import UFlowDetector
     from sklearn_uflow.datasets import load_anomaly_folder
 
@@ -79,7 +81,12 @@ def main(categories):
     for category in categories:
         data = load_anomaly_folder(data_dir() / category, image_size=256)
         detector = UFlowDetector(extractor="efficientnet_lite0", random_state=0, device="cpu").fit(data.train_images)
-        rows += false_positive_rows(category, detector, data.test_images, data.test_masks.astype(bool))
+        rows += rows_of(category, detector, data.test_images, data.test_masks.astype(bool))
+    return rows
+
+
+def main(categories):
+    rows = rows_of_default_fits(categories, false_positive_rows)
     size_columns = [f"PRO, regions of {lo:g} to {hi:g} px (count)" for lo, hi in pairwise(SIZE_BINS[:-1])]
     write_table(
         "bench_false_positives", "Where the false positives lie",

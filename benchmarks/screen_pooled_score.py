@@ -13,6 +13,7 @@ A candidate is a JSON object: ``"pooling"`` goes to the Lite0 feature step,
 ``"blocks"`` takes each scale from other Lite0 stages (a list per scale of the
 stages whose outputs are concatenated, numbered as in timm's ``blocks`` from
 0; the default is ``[[1], [2], [4]]``, 24, 40 and 112 channels),
+``"median": true`` pools with each channel's median instead of its mean (:func:`median_features`),
 ``"whiten"`` (a shrinkage between 0 and 1) whitens each scale's features
 before the flow (:func:`whitened`), ``"rotate": true`` makes each flow step's
 fixed permutation a fixed random rotation (:func:`rotated`), ``"map"`` (``"calibrated"`` or
@@ -70,6 +71,30 @@ def stage_features(blocks, pooling):
                     for m, k in zip(maps, self._check_pooling(len(maps)))]
 
     return StageFeatures("efficientnet_lite0", pooling=pooling)
+
+
+def median_features(pooling):
+    """A Lite0 feature step that takes each channel's median over the pooling
+    window instead of its mean; the library has no such option.
+
+    A mean spreads a strong defect's features into every window that touches
+    it, a halo of half a window around it; a median keeps what most of the
+    window holds, so a window mostly outside a defect stays normal, while a
+    large faint region is still pooled over. Borders repeat the edge cells."""
+    from sklearn_uflow import CNNFeatureTransformer
+
+    class MedianFeatures(CNNFeatureTransformer):
+        def _forward(self, x):
+            maps = self.model_(x.contiguous(memory_format=torch.channels_last))
+            out = []
+            for m, k in zip(maps, self._check_pooling(len(maps))):
+                if k > 1:
+                    padded = F.pad(m, (k // 2,) * 4, mode="replicate")
+                    m = padded.unfold(2, k, 1).unfold(3, k, 1).flatten(-2).median(-1).values
+                out.append(m)
+            return out
+
+    return MedianFeatures("efficientnet_lite0", pooling=pooling)
 
 
 def augmented(detector, transforms):
@@ -221,12 +246,13 @@ def screen(category, seed, candidates, widths=WIDTHS):
         pooling = detector_params.pop("pooling", "auto")
         augment = detector_params.pop("augment", None)
         blocks = detector_params.pop("blocks", None)
+        median = detector_params.pop("median", False)
         shrinkage = detector_params.pop("whiten", None)
         rotate = detector_params.pop("rotate", False)
         map_kind = detector_params.pop("map", None)
         members = detector_params.pop("members", 1)
         pooling = pooling if pooling == "auto" else tuple(pooling)
-        extractor = (stage_features(blocks, pooling) if blocks
+        extractor = (stage_features(blocks, pooling) if blocks else median_features(pooling) if median
                      else CNNFeatureTransformer("efficientnet_lite0", pooling=pooling))
         detectors = [UFlowDetector(extractor, random_state=seed + 1000 * k, device="cpu", **detector_params)
                      for k in range(members)]
