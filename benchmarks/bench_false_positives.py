@@ -71,17 +71,19 @@ def false_positive_rows(category, detector, images, masks):
     return rows
 
 
-def rows_of_default_fits(categories, rows_of):
-    """``rows_of(category, detector, test images, test masks)`` for each category, ``detector`` the
-    default Lite0 detector (``random_state=0``) fitted on its good training images."""
+def rows_of_default_fits(categories, rows_of, seeds=(0,)):
+    """``rows_of(category, detector, test images, test masks)`` for each category and seed, ``detector``
+    the default Lite0 detector (``random_state=seed``) fitted on its good training images."""
     from sklearn_uflow import UFlowDetector
     from sklearn_uflow.datasets import load_anomaly_folder
 
     rows = []
     for category in categories:
         data = load_anomaly_folder(data_dir() / category, image_size=256)
-        detector = UFlowDetector(extractor="efficientnet_lite0", random_state=0, device="cpu").fit(data.train_images)
-        rows += rows_of(category, detector, data.test_images, data.test_masks.astype(bool))
+        for seed in seeds:
+            detector = UFlowDetector(extractor="efficientnet_lite0", random_state=seed, device="cpu")
+            detector.fit(data.train_images)
+            rows += rows_of(category, detector, data.test_images, data.test_masks.astype(bool))
     return rows
 
 

@@ -1,11 +1,11 @@
 """What each scale's latents give on the test images: a diagnostic, not a selection.
 
 Equation 2 averages the likelihood maps of every scale. This script fits
-``UFlowDetector(extractor="efficientnet_lite0", random_state=0)`` with its
-defaults on ``train/good`` (256x256) and scores the test images with the map
+``UFlowDetector(extractor="efficientnet_lite0")`` with its defaults on
+``train/good`` (256x256), once for each of the seeds 0, 1 and 2, and scores the test images with the map
 of equation 2 restricted to each subset of the scales (each alone, each pair,
 all three), unsmoothed and with the default smoothing, all from the same
-latents. If no subset nor width of one fit reaches a target, the map's
+latents. If no subset nor width of a fit reaches a target, the map's
 combination and filtering cannot: the latents must change.
 
 Nothing here chooses a default. Writes ``docs/benchmarks/bench_scales.rst``.
@@ -19,6 +19,8 @@ from itertools import combinations
 from _report import write_table
 from bench_false_positives import rows_of_default_fits
 from select_defaults import CATEGORIES
+
+SEEDS = (0, 1, 2)
 
 
 def scale_rows(category, detector, images, masks):
@@ -36,21 +38,21 @@ def scale_rows(category, detector, images, masks):
             maps = anomaly_map([latents[s] for s in subset], detector.image_size_).numpy()
             for name, sigma in (("none", 0.0), ("auto", [AUTO_SMOOTHING * side for side in detector.image_size_])):
                 smoothed = smooth_maps(maps, sigma)
-                rows.append([category, " + ".join(str(strides[s]) for s in subset), name,
+                rows.append([category, detector.random_state, " + ".join(str(strides[s]) for s in subset), name,
                              f"{100 * pixel_roc_auc(masks, smoothed):.2f}", f"{100 * aupro(masks, smoothed):.2f}"])
                 print(rows[-1], flush=True)
     return rows
 
 
 def main(categories):
-    rows = rows_of_default_fits(categories, scale_rows)
+    rows = rows_of_default_fits(categories, scale_rows, SEEDS)
     write_table(
         "bench_scales", "Each scale's share of the map, on the test images (a diagnostic)",
-        ["category", "scales (stride)", "map_smoothing", "pixel AUROC", "AUPRO (FPR ≤ 0.3)"],
+        ["category", "random_state", "scales (stride)", "map_smoothing", "pixel AUROC", "AUPRO (FPR ≤ 0.3)"],
         rows,
-        notes="``UFlowDetector(extractor='efficientnet_lite0', random_state=0)`` with its defaults; the map of "
-              "equation 2 over the scales named (their latents' strides in pixels of the 256×256 image), from "
-              "one fit's latents, unsmoothed and with the default width. Scored on test images to show what "
+        notes="``UFlowDetector(extractor='efficientnet_lite0')`` with its defaults, one fit per seed; the map "
+              "of equation 2 over the scales named (their latents' strides in pixels of the 256×256 image), from "
+              "the fit's latents, unsmoothed and with the default width. Scored on test images to show what "
               "limits the maps, never to choose a default.")
 
 
