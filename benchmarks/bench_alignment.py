@@ -23,9 +23,9 @@ border. Three offsets, from the blob's centre to a centroid, are measured:
   against the cell's assumed centre (the geometry alone);
 * "features": the centroid of the squared change of each scale's
   standardised features (the flow's input);
-* "map": the centroid of the increase of each scale's term of equation 2,
-  ``1 - exp(-mean_k z_k^2 / 2)``, upsampled as the library upsamples it,
-  and of the whole smoothed anomaly map.
+* "map": the centroid of the increase of equation 2's map of each scale
+  alone (:func:`~sklearn_uflow.scoring.anomaly_map` of its latents), and of
+  the whole smoothed anomaly map.
 
 Offsets are in pixels of the 256×256 image, rows then columns; positive is
 down or right. Writes ``docs/benchmarks/bench_alignment.rst``.
@@ -97,6 +97,7 @@ def run_category(category):
     from sklearn_uflow import UFlowDetector
     from sklearn_uflow._images import resize_maps
     from sklearn_uflow.datasets import load_anomaly_folder
+    from sklearn_uflow.scoring import anomaly_map
 
     train = load_anomaly_folder(data_dir() / category, image_size=SIZE).train_images
     rng = np.random.default_rng(0)
@@ -127,8 +128,7 @@ def run_category(category):
         change = (pf - cf[clean_index]).pow(2).sum(1)
         rows.append([category, "features", stride, *centroid_offsets(
             resize_maps(change, (SIZE, SIZE)).numpy(), centres)])
-        term = [1 - torch.exp(-0.5 * z.pow(2).mean(1)) for z in (cz[clean_index], pz)]
-        increase = (resize_maps(term[1], (SIZE, SIZE)) - resize_maps(term[0], (SIZE, SIZE))).clamp_min(0)
+        increase = (anomaly_map([pz], (SIZE, SIZE)) - anomaly_map([cz[clean_index]], (SIZE, SIZE))).clamp_min(0)
         rows.append([category, "map", stride, *centroid_offsets(increase.numpy(), centres)])
     increase = np.clip(detector.anomaly_maps(planted) - detector.anomaly_maps(held_out)[clean_index], 0, None)
     rows.append([category, "map", "all scales, smoothed", *centroid_offsets(increase, centres)])
