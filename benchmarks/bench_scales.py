@@ -25,9 +25,7 @@ SEEDS = (0, 1, 2)
 
 def scale_rows(category, detector, images, masks):
     """One row per subset of the scales and per width, from one pass of the flow."""
-    from sklearn_uflow.detector import AUTO_SMOOTHING
     from sklearn_uflow.metrics import aupro, pixel_roc_auc
-    from sklearn_uflow.scoring import anomaly_map, smooth_maps
 
     latents = detector.latents(images)
     strides = [detector.image_size_[0] // h for _, h, _ in detector.latent_shapes_]
@@ -35,9 +33,9 @@ def scale_rows(category, detector, images, masks):
     rows = []
     for size in range(n_scales, 0, -1):
         for subset in combinations(range(n_scales), size):
-            maps = anomaly_map([latents[s] for s in subset], detector.image_size_).numpy()
-            for name, sigma in (("none", 0.0), ("auto", [AUTO_SMOOTHING * side for side in detector.image_size_])):
-                smoothed = smooth_maps(maps, sigma)
+            for name, width in (("none", 0.0), ("auto", "auto")):
+                # the detector's own map (equation 2, then map_smoothing) of these scales' latents
+                smoothed = detector.set_params(map_smoothing=width)._map([latents[s] for s in subset])
                 rows.append([category, detector.random_state, " + ".join(str(strides[s]) for s in subset), name,
                              f"{100 * pixel_roc_auc(masks, smoothed):.2f}", f"{100 * aupro(masks, smoothed):.2f}"])
                 print(rows[-1], flush=True)
