@@ -17,7 +17,9 @@ stages whose outputs are concatenated, numbered as in timm's ``blocks`` from
 ``"whiten"`` (a shrinkage between 0 and 1) whitens each scale's features
 before the flow (:func:`whitened`), ``"rotate": true`` makes each flow step's
 fixed permutation a fixed random rotation (:func:`rotated`), ``"map"`` (``"calibrated"`` or
-``"significance"``) scores the fit with another map than equation 2 (:func:`other_map`), ``"members"`` (an int)
+``"significance"``, :func:`other_map`; ``"likelihood"``, ``"likelihood_sum"`` or ``"energy_sum"``,
+:func:`likelihood_map`; ``"image_median"``, :func:`image_median_map`) scores the fit with another map than
+equation 2, ``"members"`` (an int)
 averages the maps of as many fits drawn from the seeds ``seed``, ``seed + 1000``, ..., ``"augment"`` (``"hflip"`` or
 ``"dihedral"``) adds the training images' mirror images, or their eight flips
 and quarter turns, to the images the flow is fitted on (not to its validation split), every other key goes to
@@ -217,9 +219,105 @@ def other_map(detector, kind):
         yield
 
 
-def maps(detector, kind, width, images):
-    """``detector``'s maps of ``images`` at ``width``, equation 2's or those of :func:`other_map`."""
-    with other_map(detector, kind) if kind else contextlib.nullcontext():
+@contextlib.contextmanager
+def likelihood_map(detector, reference, kind):
+    """Within the block, ``detector``'s maps add to each scale's squared latents
+    the flow's log-determinant at that pixel; the library has no such option.
+
+    An affine coupling scales each element by its own ``exp(s)``, so the
+    log-determinant is a sum over the elements, and a pixel's share of the
+    negative log-likelihood is ``sum_k z_k^2 / 2 - LD``, ``LD`` the sum of the
+    log-scales of the elements at that position over the stage's steps (the
+    permutations, the pixel shuffle and the fixed scalings add the same at
+    every position). Where an anomaly's neighbours condition a coupling, its
+    scale may blow a normal element's latent up; the log-determinant then
+    says so, and equation 2 does not look at it. ``LD`` is centred on its
+    mean over the images ``reference`` (some images fitted on), so that
+    under normality a scale's energy keeps its expectation ``C_l``.
+    ``"likelihood"`` puts that energy in equation 2's exponential,
+    ``"likelihood_sum"`` averages the energies over the scales without it and
+    ``"energy_sum"`` averages equation 2's energies so, for comparison."""
+    from sklearn_uflow import detector as detector_module
+    from sklearn_uflow._images import resize_maps
+    from sklearn_uflow.flow import FlowStep
+
+    record = {}
+
+    def hook(step, output):
+        log_scale = step.clamp * torch.tanh(0.1 * output[:, : step.splits[1]])
+        key = tuple(log_scale.shape[-2:])
+        record[key] = record.get(key, 0) + log_scale.sum(1)
+
+    steps = [m for m in detector.flow_.modules() if isinstance(m, FlowStep)]
+    handles = [step.subnet.register_forward_hook(lambda _, __, out, step=step: hook(step, out)) for step in steps]
+    try:
+        detector.latents(reference)
+        centre = {key: float(ld.mean()) for key, ld in record.items()}
+        # the reference's log-determinants, and the latents, come batch by batch
+        record.clear()
+
+        def energies(latents):
+            out = []
+            for z in latents:
+                squared = z.float().pow(2).sum(1)
+                if kind != "energy_sum":
+                    key = tuple(z.shape[-2:])
+                    squared = squared - 2 * (record[key].float() - centre[key])
+                out.append(squared / z.shape[1])
+            record.clear()
+            return out
+
+        def likelihood(latents, size):
+            scores = [resize_maps(torch.exp(-0.5 * e) if kind == "likelihood" else e, size, mode="bilinear")
+                      for e in energies(latents)]
+            mean = sum(scores) / len(scores)
+            return 1.0 - mean if kind == "likelihood" else mean
+
+        with mock.patch.object(detector_module, "anomaly_map", likelihood):
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def image_median_map(detector, reference):
+    """Within the block, each scale's energy (equation 2's mean squared
+    latent) is divided by its median over the image and multiplied by the
+    mean of that median over the images ``reference`` (some images fitted
+    on); the library has no such option. An image whose latents are all
+    inflated (a large defect shifts its context, a brightness change its
+    features) then keeps its ranking within itself, while sharing the
+    thresholds with the other images; a defect covering less than half an
+    image leaves its median normal."""
+    from sklearn_uflow import detector as detector_module
+    from sklearn_uflow._images import resize_maps
+
+    def medians(latents):
+        return [z.float().pow(2).mean(1).flatten(1).median(1).values for z in latents]
+
+    centre = [float(m.mean()) for m in medians(detector.latents(reference))]
+
+    def normalised(latents, size):
+        energies = [z.float().pow(2).mean(1) for z in latents]
+        scores = [resize_maps(torch.exp(-0.5 * e * c / m[:, None, None]), size, mode="bilinear")
+                  for e, m, c in zip(energies, medians(latents), centre)]
+        return 1.0 - sum(scores) / len(scores)
+
+    with mock.patch.object(detector_module, "anomaly_map", normalised):
+        yield
+
+
+def maps(detector, kind, width, images, reference=None):
+    """``detector``'s maps of ``images`` at ``width``, equation 2's or those of :func:`other_map`
+    or :func:`likelihood_map`."""
+    if kind in ("likelihood", "likelihood_sum", "energy_sum"):
+        context = likelihood_map(detector, reference, kind)
+    elif kind == "image_median":
+        context = image_median_map(detector, reference)
+    else:
+        context = other_map(detector, kind) if kind else contextlib.nullcontext()
+    with context:
         return detector.set_params(map_smoothing=width).anomaly_maps(images)
 
 
@@ -264,7 +362,8 @@ def screen(category, seed, candidates, widths=WIDTHS):
             fit_seconds = sum(timed_fit(detector, fit_on) for detector in detectors)
             detector = detectors[0]
             gap = zip(mean_squared_latents(detector, clean), mean_squared_latents(detector, fit_on[: len(clean)]))
-            scores = [score(sum(maps(d, map_kind, width, images) for d in detectors) / members) for width in widths]
+            scores = [score(sum(maps(d, map_kind, width, images, fit_on[:16]) for d in detectors) / members)
+                      for width in widths]
         print(category, json.dumps(candidate), f"seed {seed}, fit {fit_seconds:.2f} s / image, mean z² held-out / "
               "fitted by scale:", ", ".join(f"{a:.2f} / {b:.2f}" for a, b in gap), flush=True)
         for width, (auroc, pro) in zip(widths, scores):
