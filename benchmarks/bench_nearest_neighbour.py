@@ -1,7 +1,7 @@
 """The flow against a nearest-neighbour score on the same features: a diagnostic, not a selection.
 
-PatchCore, which the issue of the detector names as what users would pick
-instead, scores a cell by its distance to the nearest cell of the training
+PatchCore, what users would pick instead of U-Flow (the detector's targets
+name it), scores a cell by its distance to the nearest cell of the training
 images' features. This script gives that score the Lite0 preset's own pooled
 features (``CNNFeatureTransformer("efficientnet_lite0")``, its stride-8 and
 stride-16 maps, the latter upsampled to the former's grid and concatenated,

@@ -291,18 +291,16 @@ def image_median_map(detector, reference):
     thresholds with the other images; a defect covering less than half an
     image leaves its median normal."""
     from sklearn_uflow import detector as detector_module
-    from sklearn_uflow._images import resize_maps
+    from sklearn_uflow.scoring import anomaly_map
 
     def medians(latents):
         return [z.float().pow(2).mean(1).flatten(1).median(1).values for z in latents]
 
     centre = [float(m.mean()) for m in medians(detector.latents(reference))]
 
-    def normalised(latents, size):
-        energies = [z.float().pow(2).mean(1) for z in latents]
-        scores = [resize_maps(torch.exp(-0.5 * e * c / m[:, None, None]), size, mode="bilinear")
-                  for e, m, c in zip(energies, medians(latents), centre)]
-        return 1.0 - sum(scores) / len(scores)
+    def normalised(latents, size):  # scaling z by sqrt(c / m) scales its energy by c / m
+        return anomaly_map([z * (c / m[:, None, None, None]) ** 0.5
+                            for z, m, c in zip(latents, medians(latents), centre)], size)
 
     with mock.patch.object(detector_module, "anomaly_map", normalised):
         yield
