@@ -307,8 +307,8 @@ def image_median_map(detector, reference):
 
 
 def maps(detector, kind, width, images, reference=None):
-    """``detector``'s maps of ``images`` at ``width``, equation 2's or those of :func:`other_map`
-    or :func:`likelihood_map`."""
+    """``detector``'s maps of ``images`` at ``width``: equation 2's, or those of :func:`other_map`,
+    :func:`likelihood_map` or :func:`image_median_map`, the last two centred on the images ``reference``."""
     if kind in ("likelihood", "likelihood_sum", "energy_sum"):
         context = likelihood_map(detector, reference, kind)
     elif kind == "image_median":
