@@ -41,15 +41,16 @@ def test_scores(detector, data):
     return dict(zip(METRICS, (100 * v for v in values)))
 
 
-def scores_by_seed(category, seeds=SEEDS):
-    """``{metric: [score in % for each seed]}`` of the default detector on ``category``."""
+def scores_by_seed(category, seeds=SEEDS, **params):
+    """``{metric: [score in % for each seed]}`` of the default detector on ``category``,
+    or of the detector with ``params`` (a diagnostic on test images: nothing is chosen from it)."""
     from sklearn_uflow import UFlowDetector
     from sklearn_uflow.datasets import load_anomaly_folder
 
     data = load_anomaly_folder(data_dir() / category, image_size=256)
     scores = {name: [] for name in METRICS}
     for seed in seeds:
-        detector = UFlowDetector(extractor="efficientnet_lite0", random_state=seed, device="cpu")
+        detector = UFlowDetector(**{"extractor": "efficientnet_lite0", **params}, random_state=seed, device="cpu")
         for name, value in test_scores(detector.fit(data.train_images), data).items():
             scores[name].append(value)
         print(category, seed, {name: round(v[-1], 2) for name, v in scores.items()}, flush=True)
