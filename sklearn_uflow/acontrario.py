@@ -23,11 +23,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from joblib import Parallel, delayed
-from scipy import sparse, special
+from scipy import ndimage, sparse, special
 from scipy.sparse.csgraph import depth_first_order
 from skimage.morphology import max_tree
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .features import split_features
+from .scoring import smoothed_anomaly_maps
 
 __all__ = [
     "ACotrarioSegmenter",
@@ -39,6 +43,7 @@ __all__ = [
     "NullModel",
     "fit_null",
     "log_nfa_maps",
+    "delineate",
 ]
 
 # Fixed polyominoes of size r number about ALPHA * BETA**r / r (Jensen, 2001).
@@ -530,31 +535,122 @@ def log_nfa_maps(latents, size=None, n_jobs=None, null=None):
     return np.stack(Parallel(n_jobs=n_jobs)(delayed(_image_log_nfa)(*job) for job in jobs))
 
 
+_PLANAR = np.zeros((3, 3, 3), bool)
+_PLANAR[1] = ndimage.generate_binary_structure(2, 1)  # 4-connected within an image, never across
+
+
+def delineate(log_nfa, maps, level, ceiling):
+    """Give the regions that the NFA finds the extent that the anomaly map shows.
+
+    The component trees decide *whether* and *where* the latents are
+    significant, with a calibrated number of false alarms; but their regions
+    are level sets of ``u`` on each latent grid, which follow the texture
+    inside a defect (many small regions, the most significant of each
+    branch) rather than its outline. The smoothed anomaly map, at the
+    images' size, follows the outline, blurred by the upsampling of the
+    coarse scales and the filter. So:
+
+    * each connected component of ``{map >= level}`` carries the smallest
+      log10 NFA of the trees' regions it meets (a component that meets none
+      carries ``ceiling``, as do the pixels outside every component);
+    * its height is the median of the map over that most significant region,
+      where the trees say the defect is (a median, so that neither a noisy
+      peak nor the blurred rim moves it);
+    * its extent is where the map stands at least half-way from ``level`` to
+      that height: where a blurred step crosses half its height, which does
+      not depend on how strong the defect is.
+
+    The detections are those of the trees that reach above ``level``, so the
+    bound on false detections under normality still holds.
+
+    Parameters
+    ----------
+    log_nfa : ndarray of shape (n, H, W)
+        The trees' log10 NFA maps (:func:`log_nfa_maps`).
+    maps : ndarray of shape (n, H, W)
+        Anomaly maps of the same images, at the same size.
+    level : float
+        What the anomaly map of a normal image reaches: the segmenter uses
+        the median over normal images of their map's maximum.
+    ceiling : float
+        The log10 NFA of pixels in no region (:func:`log10_nfa_ceiling`).
+
+    Returns
+    -------
+    log_nfa : ndarray of shape (n, H, W), float64
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.acontrario import delineate
+    >>> maps = np.array([[[0.1, 0.5, 0.9, 0.6, 0.1, 0.7]]])
+    >>> trees = np.array([[[3.0, -5.0, -5.0, 3.0, 3.0, 3.0]]])
+    >>> delineate(trees, maps, level=0.4, ceiling=3.0)  # height 0.7, cut at 0.55
+    array([[[ 3.,  3., -5., -5.,  3.,  3.]]])
+    """
+    maps = np.asarray(maps)
+    out = np.full(maps.shape, ceiling, dtype=np.float64)
+    components, n = ndimage.label(maps >= level, structure=_PLANAR)
+    if n == 0:
+        return out
+    # Work on the components' pixels only: a few percent of the image.
+    inside = np.flatnonzero(components)
+    label = components.ravel()[inside]
+    values = maps.ravel()[inside]
+    region_nfa = np.asarray(log_nfa, dtype=np.float64).ravel()[inside]
+    index = np.arange(1, n + 1)
+    nfa = np.concatenate(([ceiling], ndimage.minimum(region_nfa, label, index)))
+    core = region_nfa == nfa[label]
+    height = np.concatenate(([np.inf], ndimage.median(values[core], label[core], index)))
+    kept = values >= level + 0.5 * (height[label] - level)
+    out.ravel()[inside[kept]] = nfa[label[kept]]
+    return out
+
+
 class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
     """Unsupervised segmentation of latents by their number of false alarms.
 
+    The latents of normal images are i.i.d. N(0, 1) (``null="theory"``) or
+    follow the law measured on the latents given to ``fit``
+    (``null="empirical"``). Regions whose number of false alarms (NFA) is
+    at most ``epsilon`` are detected: under normality, at most ``epsilon``
+    false regions per image are expected, whatever the image.
+
     Input rows are latents flattened scale by scale (channel-major), as
     produced by :func:`sklearn_uflow.features.flatten_maps`; output rows are
-    log10 NFA maps at ``output_size``, flattened. A region is detected when
-    ``log10 NFA <= log10 epsilon``.
+    log10 NFA maps at ``output_size``, flattened. :meth:`fit_latents` and
+    :meth:`log_nfa_of_latents` take the flow's per-scale latents as they are.
 
     Parameters
     ----------
     latent_shapes : list of (C, H, W), default=None
-        Shapes of the scales in a row. ``None`` reads a row of ``d`` values as
-        one scale of shape ``(1, 1, d)``: a 1-D signal of N(0, 1) values.
+        Shapes of the scales in a row, finest first. ``None`` reads a row of
+        ``d`` values as one scale of shape ``(1, 1, d)``: a 1-D signal of
+        N(0, 1) values.
     epsilon : float, default=1.0
-        Detection threshold on the NFA: the expected number of false regions
-        per image under normality.
+        Detection threshold on the NFA, > 0: the expected number of false
+        regions per image under normality. Smaller is stricter.
     output_size : tuple of int, default=None
         ``(H, W)`` of the output maps; default the finest scale's size.
-    null : {"theory", "fit"}, default="theory"
-        The law of normal latents. ``"theory"``: i.i.d. N(0, 1), the
-        assumption of a perfect flow. ``"fit"``: estimated by
-        :func:`fit_null` from the rows given to ``fit``, which must then be
-        latents of normal images.
+    null : {"empirical", "theory"}, default="empirical"
+        The law of normal latents. ``"empirical"``: a scaled chi-square law
+        of ``u`` with a heavier tail and the spatial correlation of the
+        latents, measured by :func:`fit_null` on the latents given to
+        ``fit``, which must be those of normal images not used to train the
+        flow. ``"theory"``: i.i.d. N(0, 1), the paper's assumption of a
+        perfect flow.
+    delineation : {"map", "tree"}, default="map"
+        The extent of a detection. ``"map"``: the part of the anomaly map
+        around it that stands at least half-way from ``map_level_`` to the
+        map's median over the detected region (:func:`delineate`).
+        ``"tree"``: the regions of the component trees themselves, as in
+        the paper.
+    map_smoothing : "auto" or float, default="auto"
+        Width of the Gaussian filter of the anomaly map used by
+        ``delineation="map"``: ``"auto"`` is 1/64 of the output's side, a
+        float is in cells of the finest latent grid, >= 0.
     n_jobs : int, default=None
-        Images processed in parallel by joblib.
+        Images whose component trees are computed in parallel by joblib.
 
     Attributes
     ----------
@@ -562,39 +658,62 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         The scales' shapes used.
     null_ : list of NullModel
         The null model of each scale.
+    map_level_ : float
+        What the anomaly map of a normal image reaches: the median over the
+        images given to ``fit`` of their map's maximum.
     output_size_ : tuple of int
         ``(H, W)`` of the output maps.
     log_nfa_ceiling_ : float
-        The log10 NFA of pixels in no selected region (the largest value).
+        The log10 NFA of pixels in no region (the largest value).
     n_features_in_ : int
         Length of an input row.
+
+    See Also
+    --------
+    log_nfa_maps : The component trees of each scale, merged.
+    delineate : How ``delineation="map"`` draws the regions.
 
     Examples
     --------
     >>> import numpy as np
     >>> from sklearn_uflow import ACotrarioSegmenter
     >>> rng = np.random.default_rng(0)
+    >>> normal = rng.standard_normal((20, 16 * 8 * 8))
     >>> Z = rng.standard_normal((2, 16 * 8 * 8))
-    >>> Z[1, :16 * 64].reshape(16, 8, 8)[:, 2:6, 2:6] += 3.0  # a strong blob
-    >>> seg = ACotrarioSegmenter(latent_shapes=[(16, 8, 8)]).fit(Z)
+    >>> Z[1].reshape(16, 8, 8)[:, 2:6, 2:6] += 3.0  # a strong blob
+    >>> seg = ACotrarioSegmenter(latent_shapes=[(16, 8, 8)]).fit(normal)
     >>> seg.predict_masks(Z).reshape(2, -1).any(axis=1)
     array([False,  True])
     """
 
-    def __init__(self, latent_shapes=None, *, epsilon=1.0, output_size=None, null="theory", n_jobs=None):
+    _parameter_constraints = {
+        "latent_shapes": ["array-like", None],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "output_size": ["array-like", None],
+        "null": [StrOptions({"empirical", "theory"})],
+        "delineation": [StrOptions({"map", "tree"})],
+        "map_smoothing": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="left")],
+        "n_jobs": [numbers.Integral, None],
+    }
+
+    def __init__(self, latent_shapes=None, *, epsilon=1.0, output_size=None, null="empirical", delineation="map",
+                 map_smoothing="auto", n_jobs=None):
         self.latent_shapes = latent_shapes
         self.epsilon = epsilon
         self.output_size = output_size
         self.null = null
+        self.delineation = delineation
+        self.map_smoothing = map_smoothing
         self.n_jobs = n_jobs
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        """Record the shapes, and with ``null="fit"`` estimate the null model.
+        """Learn what normal latents look like from rows of latents.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Latent rows (of normal images, for ``null="fit"``).
+            Latent rows of normal images.
         y : None
             Ignored.
 
@@ -603,36 +722,100 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         self : object
         """
         X = validate_data(self, X, dtype=np.float64)
-        if not (isinstance(self.epsilon, numbers.Real) and self.epsilon > 0):
-            raise ValueError(f"epsilon must be a positive number, got {self.epsilon!r}.")
-        shapes = self.latent_shapes or [(1, 1, X.shape[1])]
-        shapes = [tuple(int(v) for v in s) for s in shapes]
+        shapes = [tuple(int(v) for v in s) for s in (self.latent_shapes or [(1, 1, X.shape[1])])]
         if sum(int(np.prod(s)) for s in shapes) != X.shape[1]:
             raise ValueError(f"latent_shapes {shapes} describe {sum(int(np.prod(s)) for s in shapes)} values "
                              f"per row, but X has {X.shape[1]} columns.")
-        if self.null not in ("theory", "fit"):
-            raise ValueError(f"null must be 'theory' or 'fit', got {self.null!r}.")
-        self.latent_shapes_ = shapes
-        self.output_size_ = tuple(self.output_size) if self.output_size is not None else shapes[0][1:]
-        if self.null == "fit":
-            from .features import split_features
+        return self._fit(split_features(X, shapes))
 
-            self.null_ = fit_null(split_features(X, shapes))
-        else:
-            self.null_ = [NullModel.theory(c) for c, _, _ in shapes]
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_latents(self, latents):
+        """Learn what normal latents look like from the flow's latents.
+
+        Parameters
+        ----------
+        latents : list of torch.Tensor or ndarray of shape (n, C_l, H_l, W_l)
+            Latents of normal images, one entry per scale, finest first,
+            in any float precision (none is copied to float64).
+
+        Returns
+        -------
+        self : object
+        """
+        shapes = [tuple(int(v) for v in z.shape[1:]) for z in latents]
+        if self.latent_shapes is not None and shapes != [tuple(s) for s in self.latent_shapes]:
+            raise ValueError(f"latents of shapes {shapes} do not match latent_shapes {self.latent_shapes}.")
+        return self._fit(latents)
+
+    def _fit(self, latents):
+        shapes = [tuple(int(v) for v in z.shape[1:]) for z in latents]
+        null = fit_null(latents) if self.null == "empirical" else [NullModel.theory(c) for c, _, _ in shapes]
+        size = tuple(int(v) for v in (self.output_size or shapes[0][1:]))
+        peaks = smoothed_anomaly_maps(latents, size, self.map_smoothing).max(axis=(1, 2))
+        return self._set_fitted(shapes, null, float(np.median(peaks)))
+
+    def restore_fit(self, null, map_level):
+        """Set the state that ``fit`` learns from stored values (a model file's).
+
+        Parameters
+        ----------
+        null : list of NullModel
+            The fitted ``null_``.
+        map_level : float
+            The fitted ``map_level_``.
+
+        Returns
+        -------
+        self : object
+        """
+        if self.latent_shapes is None:
+            raise ValueError("restore_fit needs latent_shapes.")
+        return self._set_fitted([tuple(int(v) for v in s) for s in self.latent_shapes], list(null), map_level)
+
+    def _set_fitted(self, shapes, null, map_level):
+        self.latent_shapes_ = shapes
+        self.n_features_in_ = sum(int(np.prod(s)) for s in shapes)
+        self.output_size_ = tuple(int(v) for v in (self.output_size or shapes[0][1:]))
+        self.null_ = null
+        self.map_level_ = map_level
         self.log_nfa_ceiling_ = log10_nfa_ceiling([h * w for _, h, w in shapes])
         return self
 
-    def _latents(self, X):
-        from .features import split_features
+    def log_nfa_of_latents(self, latents, anomaly_maps=None):
+        """log10 NFA maps of the flow's latents.
 
-        check_is_fitted(self, "latent_shapes_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
-        return split_features(X, self.latent_shapes_)
+        Parameters
+        ----------
+        latents : list of torch.Tensor or ndarray of shape (n, C_l, H_l, W_l)
+            One entry per scale, of the shapes seen in ``fit``.
+        anomaly_maps : ndarray of shape (n, H, W), default=None
+            The same images' smoothed anomaly maps at ``output_size_``
+            (:func:`~sklearn_uflow.scoring.smoothed_anomaly_maps` with this
+            segmenter's ``map_smoothing``), when the caller has them already;
+            computed otherwise.
+
+        Returns
+        -------
+        log_nfa : ndarray of shape (n, H, W), float64
+            Each pixel carries the log10 NFA of the region that holds it,
+            pixels in none carry ``log_nfa_ceiling_``.
+        """
+        check_is_fitted(self, "null_")
+        shapes = [tuple(int(v) for v in z.shape[1:]) for z in latents]
+        if shapes != self.latent_shapes_:
+            raise ValueError(f"latents of shapes {shapes} do not match the fitted {self.latent_shapes_}.")
+        log_nfa = log_nfa_maps(latents, self.output_size_, self.n_jobs, self.null_)
+        if self.delineation == "tree":
+            return log_nfa
+        if anomaly_maps is None:
+            anomaly_maps = smoothed_anomaly_maps(latents, self.output_size_, self.map_smoothing)
+        return delineate(log_nfa, anomaly_maps, self.map_level_, self.log_nfa_ceiling_)
 
     def log_nfa_maps(self, X):
-        """log10 NFA maps, shape (n_samples, H, W)."""
-        return log_nfa_maps(self._latents(X), self.output_size_, self.n_jobs, self.null_)
+        """log10 NFA maps of latent rows, shape (n_samples, H, W)."""
+        check_is_fitted(self, "null_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return self.log_nfa_of_latents(split_features(X, self.latent_shapes_))
 
     def transform(self, X):
         """log10 NFA maps flattened: shape (n_samples, H * W)."""

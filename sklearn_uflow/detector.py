@@ -11,17 +11,12 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._images import as_image_array, check_images
 from ._torch_utils import resolve_device, seed_from
-from .acontrario import NullModel, fit_null, log10_nfa_ceiling, log_nfa_maps
+from .acontrario import ACotrarioSegmenter
 from .features import _TorchStateMixin, make_feature_extractor, split_features
 from .flow import build_uflow, latent_shapes, train_flow
-from .scoring import anomaly_map, smooth_maps
+from .scoring import smoothed_anomaly_maps
 
 __all__ = ["UFlowDetector"]
-
-# map_smoothing="auto", as a share of the image's side: one 4-pixel cell at
-# 256x256, the width chosen on held-out images over three seeds, all kinds of
-# planted defects scored at once as a test set is (benchmarks/select_pooled_score.py).
-AUTO_SMOOTHING = 1 / 64
 
 
 def _normal_images(images, y):
@@ -107,8 +102,8 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         ``benchmarks/select_pooled_score.py``), kept in proportion to the
         image whatever the backbone and its input size. A float: in cells of the finest latent
         grid (the backbone's input size / 4 for the CNN presets, 28 cells for
-        MS-CaiT); 0 keeps the paper's map as it is. The a contrario masks and
-        scores do not depend on it. A wider filter helps large, faint
+        MS-CaiT); 0 keeps the paper's map as it is. The masks follow this
+        map's outline (see ``segmenter_``). A wider filter helps large, faint
         defects (2.0 at input size 256 raised the large held-out ones) and
         widens the halos around strong ones, whose false positives then hide
         small defects elsewhere.
@@ -158,15 +153,20 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         float in (0, 0.5]: the share of training images declared outliers,
         setting ``offset_`` at that percentile of their scores.
     epsilon : float, default=1.0
-        NFA threshold for masks and for ``contamination="auto"``.
-    nfa_null : {"validation", "theory"}, default="validation"
+        The number of false alarms (NFA) that a region may have and still be
+        detected, > 0: under normality, at most ``epsilon`` false regions
+        per image are expected, so 1 means about one false region per image
+        in the worst case and 0.01 one per hundred images. It sets the masks
+        and, with ``contamination="auto"``, the image decision; it needs no
+        labelled defects. Smaller values detect fewer, stronger regions.
+    nfa_null : {"empirical", "theory"}, default="empirical"
         The law of the latents of normal images that the NFA is computed
-        against. ``"theory"``: i.i.d. N(0, 1), as the paper assumes of a
-        perfect flow. ``"validation"``: the scaled chi-square law and
-        spatial correlation measured on the held-out normal images
+        against. ``"empirical"``: the scaled chi-square law and spatial
+        correlation measured on the held-out normal images
         (:func:`~sklearn_uflow.acontrario.fit_null`); a trained flow leaves
         channels and neighbouring pixels dependent, and the theory then
-        flags regions in normal images.
+        flags regions in normal images. ``"theory"``: i.i.d. N(0, 1), as the
+        paper assumes of a perfect flow.
     device : str, default="auto"
         ``"auto"``, ``"cpu"``, ``"cuda"``; resolved into ``device_``.
     random_state : int, RandomState instance or None, default=None
@@ -193,10 +193,13 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         Channels of the training images.
     offset_ : float
         ``decision_function = score_samples - offset_``.
-    null_ : list of NullModel
-        The law of normal latents per scale that the NFA is computed against.
-    log_nfa_ceiling_ : float
-        The log10 NFA of pixels in no significant region (the largest).
+    segmenter_ : ACotrarioSegmenter
+        The a contrario step, fitted on the latents of the held-out images
+        (of the training images with ``validation_fraction=0``): its
+        ``null_`` is the law of normal latents per scale, its
+        ``map_level_`` the largest normal value of the anomaly map. The
+        masks, NFA maps and scores come from it; set its ``delineation`` to
+        ``"tree"`` for the paper's regions.
     history_ : dict
         Training and validation loss per epoch (bits per dimension), the
         best epoch and the training time in seconds.
@@ -230,7 +233,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
     def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4,
                  affine_clamp=2.0, image_context=True, positional_encoding=4, map_smoothing="auto", max_epochs=25,
                  batch_size=4, learning_rate=1e-2, weight_decay=0.01, feature_noise=0.0, validation_fraction=0.1,
-                 n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, nfa_null="validation",
+                 n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, nfa_null="empirical",
                  device="auto", random_state=None, verbose=0, n_jobs=None):
         self.extractor = extractor
         self.feature_shapes = feature_shapes
@@ -266,10 +269,10 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}.")
         if self._precomputed and not self.feature_shapes:
             raise ValueError("extractor='precomputed' needs feature_shapes, the feature step's feature_shapes_.")
-        if self.nfa_null not in ("validation", "theory"):
-            raise ValueError(f"nfa_null must be 'validation' or 'theory', got {self.nfa_null!r}.")
-        if self.nfa_null == "validation" and not self.validation_fraction:
-            raise ValueError("nfa_null='validation' needs held-out images: set validation_fraction > 0, "
+        if self.nfa_null not in ("empirical", "theory"):
+            raise ValueError(f"nfa_null must be 'empirical' or 'theory', got {self.nfa_null!r}.")
+        if self.nfa_null == "empirical" and not self.validation_fraction:
+            raise ValueError("nfa_null='empirical' needs held-out images: set validation_fraction > 0, "
                              "or use nfa_null='theory'.")
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
@@ -355,11 +358,11 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             n_iter_no_change=self.n_iter_no_change, tol=self.tol, device=self.device_, seed=seed, verbose=self.verbose,
         )
         self.flow_.requires_grad_(False)
-        if self.nfa_null == "validation":
-            self.null_ = fit_null(self._latents_of(val_features))
-        else:
-            self.null_ = [NullModel.theory(c) for c, _, _ in self.latent_shapes_]
-        self.log_nfa_ceiling_ = log10_nfa_ceiling([h * w for _, h, w in self.latent_shapes_])
+        # The segmenter learns normality from images the flow was not trained on.
+        self.segmenter_ = ACotrarioSegmenter(
+            self.latent_shapes_, epsilon=self.epsilon, output_size=self.image_size_, null=self.nfa_null,
+            map_smoothing=self.map_smoothing, n_jobs=self.n_jobs,
+        ).fit_latents(self._latents_of(val_features if n_val else train_features))
         if self.contamination == "auto":
             self.offset_ = float(np.log10(self.epsilon))
         else:  # the scores of the training images, from the cached features
@@ -429,15 +432,10 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         return self._log_nfa(latents).min(axis=(1, 2))
 
     def _map(self, latents):
-        if isinstance(self.map_smoothing, str):  # "auto"
-            sigma = [AUTO_SMOOTHING * side for side in self.image_size_]
-        else:  # cells of the finest latent grid
-            finest = self.latent_shapes_[0][1:]
-            sigma = [self.map_smoothing * side / cells for side, cells in zip(self.image_size_, finest)]
-        return smooth_maps(anomaly_map(latents, self.image_size_).cpu().numpy(), sigma)
+        return smoothed_anomaly_maps(latents, self.image_size_, self.map_smoothing)
 
-    def _log_nfa(self, latents):
-        return log_nfa_maps(latents, self.image_size_, n_jobs=self.n_jobs, null=self.null_)
+    def _log_nfa(self, latents, maps=None):
+        return self.segmenter_.log_nfa_of_latents(latents, maps)
 
     def latents(self, X):
         """The flow's latents: a list of ``(n_images, C, H, W)`` tensors, finest first."""
@@ -473,16 +471,23 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         Returns
         -------
         log_nfa : ndarray of shape (n_images, H, W), float64
-            ``log10 NFA``; pixels in no significant region carry
-            ``log_nfa_ceiling_``. A pixel is detected when it is at most
-            ``log10(epsilon)``.
+            ``log10 NFA`` of the region that holds the pixel; pixels in no
+            region carry ``segmenter_.log_nfa_ceiling_``. A pixel is detected
+            when it is at most ``log10(epsilon)``.
         """
         return self._batched(X, self._log_nfa, np.float64)
 
     def _maps_and_log_nfa(self, X):
         """:meth:`anomaly_maps` and :meth:`log_nfa_maps` from one pass of
         the backbone and the flow."""
-        return self._batched(X, lambda z: (self._map(z), self._log_nfa(z)), (np.float32, np.float64))
+        def both(latents):
+            maps = self._map(latents)
+            # The segmenter's level was fitted on maps of its own smoothing,
+            # which a later set_params(map_smoothing=...) does not change.
+            same = self.segmenter_.map_smoothing == self.map_smoothing
+            return maps, self._log_nfa(latents, maps if same else None)
+
+        return self._batched(X, both, (np.float32, np.float64))
 
     def predict_masks(self, X):
         """Segmentation masks: pixels whose region has ``NFA <= epsilon``.

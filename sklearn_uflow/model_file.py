@@ -23,7 +23,8 @@ FORMAT = "sklearn-uflow-detector"
 # 2: the backbone is stored with its batch norms folded into its convolutions.
 # 3: the flow's couplings may have image-context weights (``image_context``).
 # 4: they may have positional weights (``positional_encoding``).
-FORMAT_VERSION = 4
+# 5: the a contrario step is stored as the segmenter's fitted state.
+FORMAT_VERSION = 5
 
 
 class ModelFileError(ValueError):
@@ -69,8 +70,9 @@ def save_detector(detector, path):
         "image_size_": detector.image_size_,
         "n_channels_": detector.n_channels_,
         "offset_": detector.offset_,
-        "log_nfa_ceiling_": detector.log_nfa_ceiling_,
-        "null_": [list(model) for model in detector.null_],
+        "segmenter_": {"params": detector.segmenter_.get_params(),
+                       "null_": [list(model) for model in detector.segmenter_.null_],
+                       "map_level_": detector.segmenter_.map_level_},
         "history_": detector.history_,
     }
     metadata = {
@@ -94,7 +96,6 @@ def load_detector(path):
         version, or names anything but this library's estimators.
     """
     from . import UFlowDetector
-    from .acontrario import NullModel
     from .features import CNNFeatureTransformer, MSCaiTTransformer
 
     path = os.fspath(path)
@@ -150,13 +151,23 @@ def load_detector(path):
     detector.image_size_ = tuple(fitted["image_size_"])
     detector.n_channels_ = int(fitted["n_channels_"])
     detector.offset_ = float(fitted["offset_"])
-    detector.log_nfa_ceiling_ = float(fitted["log_nfa_ceiling_"])
-    detector.null_ = [NullModel(*map(float, model)) for model in fitted["null_"]]
+    detector.segmenter_ = _segmenter(fitted["segmenter_"])
     detector.history_ = fitted["history_"]
     flow = detector._build_flow()
     flow.load_state_dict(_strip(tensors, "flow."), strict=True)
     detector.flow_ = flow.to(device).eval().requires_grad_(False)
     return detector
+
+
+def _segmenter(state):
+    """The fitted :class:`~sklearn_uflow.ACotrarioSegmenter` from its stored state."""
+    from .acontrario import ACotrarioSegmenter, NullModel
+
+    params = state["params"]
+    params["latent_shapes"] = [tuple(s) for s in params["latent_shapes"]]
+    params["output_size"] = tuple(params["output_size"])
+    null = [NullModel(*map(float, model)) for model in state["null_"]]
+    return ACotrarioSegmenter(**params).restore_fit(null, float(state["map_level_"]))
 
 
 def _strip(tensors, prefix):

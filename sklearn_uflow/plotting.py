@@ -18,8 +18,8 @@ def heatmap(values, vmin=0.0, vmax=1.0):
     return np.round(_RAMP[low] * (1 - frac) + _RAMP[low + 1] * frac).astype(np.uint8)
 
 
-def overlay(image, anomaly_map=None, mask=None, *, alpha=0.45, vmin=0.0, vmax=1.0):
-    """Blend an anomaly map over an image and draw the mask's contour.
+def overlay(image, anomaly_map=None, mask=None, *, true_mask=None, alpha=0.45, vmin=0.0, vmax=1.0):
+    """Blend an anomaly map over an image and draw the masks' contours.
 
     Parameters
     ----------
@@ -29,6 +29,8 @@ def overlay(image, anomaly_map=None, mask=None, *, alpha=0.45, vmin=0.0, vmax=1.
         Drawn as a heatmap with opacity ``alpha``.
     mask : ndarray of shape (H, W), bool, default=None
         Its contour is drawn in cyan.
+    true_mask : ndarray of shape (H, W), bool, default=None
+        The ground truth, its contour drawn in green (under the mask's).
 
     Returns
     -------
@@ -52,8 +54,9 @@ def overlay(image, anomaly_map=None, mask=None, *, alpha=0.45, vmin=0.0, vmax=1.
     if anomaly_map is not None:
         picture = (1 - alpha) * picture + alpha * heatmap(anomaly_map, vmin, vmax)
     picture = np.round(picture).astype(np.uint8)
-    if mask is not None and np.any(mask):
-        picture[find_boundaries(np.asarray(mask, bool), mode="inner")] = (0, 255, 255)
+    for contour, colour in ((true_mask, (0, 200, 0)), (mask, (0, 255, 255))):
+        if contour is not None and np.any(contour):
+            picture[find_boundaries(np.asarray(contour, bool), mode="inner")] = colour
     return picture
 
 

@@ -13,7 +13,11 @@ from scipy.ndimage import gaussian_filter
 
 from ._images import resize_maps
 
-__all__ = ["anomaly_map", "smooth_maps"]
+__all__ = ["anomaly_map", "smooth_maps", "smoothing_sigma", "smoothed_anomaly_maps", "AUTO_SMOOTHING"]
+
+#: ``map_smoothing="auto"``: the filter's width as a share of the image's
+#: side (one 4-pixel cell of the Lite0 preset's finest grid at 256x256).
+AUTO_SMOOTHING = 1 / 64
 
 
 def anomaly_map(latents, size):
@@ -42,6 +46,35 @@ def anomaly_map(latents, size):
         resize_maps(torch.exp(-0.5 * z.float().pow(2).mean(dim=1)), size, mode="bilinear") for z in latents
     )
     return 1.0 - likelihood / len(latents)
+
+
+def smoothing_sigma(map_smoothing, size, finest_cells):
+    """The Gaussian filter's width, in pixels per axis, that ``map_smoothing`` means.
+
+    Parameters
+    ----------
+    map_smoothing : "auto" or float
+        ``"auto"``: :data:`AUTO_SMOOTHING` of each side of ``size``. A float:
+        in cells of the finest latent grid; 0 for no filter.
+    size : tuple of int
+        ``(H, W)`` of the maps.
+    finest_cells : tuple of int
+        ``(H, W)`` of the finest latent grid.
+
+    Returns
+    -------
+    sigma : list of float
+        Standard deviation along rows and columns.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.scoring import smoothing_sigma
+    >>> smoothing_sigma("auto", (256, 128), (64, 32)), smoothing_sigma(2.0, (256, 128), (64, 32))
+    ([4.0, 2.0], [8.0, 8.0])
+    """
+    if isinstance(map_smoothing, str):  # "auto"
+        return [AUTO_SMOOTHING * side for side in size]
+    return [map_smoothing * side / cells for side, cells in zip(size, finest_cells)]
 
 
 def smooth_maps(maps, sigma):
@@ -76,3 +109,24 @@ def smooth_maps(maps, sigma):
     # scipy's separable filter runs 3x faster on the CPU than torch's conv2d
     # with a one-channel kernel, and the maps are on the CPU by now.
     return gaussian_filter(maps, (0, sigma_rows, sigma_cols), mode="nearest", truncate=4.0)
+
+
+def smoothed_anomaly_maps(latents, size, map_smoothing="auto"):
+    """:func:`anomaly_map` filtered as ``map_smoothing`` says, as NumPy.
+
+    Parameters
+    ----------
+    latents : list of torch.Tensor or ndarray of shape (n, C_l, H_l, W_l)
+        The flow's latents, finest scale first.
+    size : tuple of int
+        Output ``(H, W)``.
+    map_smoothing : "auto" or float, default="auto"
+        See :func:`smoothing_sigma`.
+
+    Returns
+    -------
+    maps : ndarray of shape (n, H, W), float32
+    """
+    latents = [torch.as_tensor(z) for z in latents]
+    maps = anomaly_map(latents, size).cpu().numpy()
+    return smooth_maps(maps, smoothing_sigma(map_smoothing, size, tuple(latents[0].shape[-2:])))

@@ -7,11 +7,13 @@ import pytest
 from scipy import ndimage, stats
 
 from sklearn_uflow import ACotrarioSegmenter
+from sklearn_uflow.scoring import smoothed_anomaly_maps
 from sklearn_uflow.acontrario import (
     NullModel,
     POLYOMINO_ALPHA,
     POLYOMINO_BETA,
     component_tree,
+    delineate,
     fit_null,
     log10_chi2_sf,
     log10_nfa_ceiling,
@@ -231,6 +233,77 @@ def test_null_calibration_on_pure_noise(epsilon):
     assert counts.mean() <= epsilon
 
 
+MSCAIT_LATENTS = [(816, 28, 28), (192, 14, 14)]
+
+
+@pytest.mark.parametrize("shapes, size", [(LITE0_LATENTS, (256, 256)), (MSCAIT_LATENTS, (224, 224))],
+                         ids=["lite0", "mscait"])
+def test_masks_are_calibrated_on_pure_noise(shapes, size):
+    """What a user gets: the masks' connected regions, over 1000 images of
+    N(0, 1) latents, number at most epsilon per image on average; latents
+    scaled by 0.9 give none."""
+    rng = np.random.default_rng(0)
+    seg = ACotrarioSegmenter(shapes, output_size=size, null="theory")
+    seg.fit_latents([rng.standard_normal((50, *s)).astype(np.float32) for s in shapes])
+    regions = {1.0: [], 0.1: []}
+    for _ in range(10):
+        log_nfa = seg.log_nfa_of_latents([rng.standard_normal((100, *s)).astype(np.float32) for s in shapes])
+        for epsilon, counts in regions.items():
+            counts += [ndimage.label(m)[1] for m in log_nfa <= np.log10(epsilon)]
+    for epsilon, counts in regions.items():
+        assert len(counts) == 1000
+        assert np.mean(counts) <= epsilon, (epsilon, np.mean(counts))
+    small = seg.log_nfa_of_latents([0.9 * rng.standard_normal((50, *s)).astype(np.float32) for s in shapes])
+    assert np.all(small > 0)
+
+
+def _literal_delineation(log_nfa, anomaly, level, ceiling):
+    """delineate() written out image by image and component by component."""
+    out = np.full(anomaly.shape, ceiling)
+    for image, (trees, values) in enumerate(zip(log_nfa, anomaly)):
+        components, n = ndimage.label(values >= level)
+        for k in range(1, n + 1):
+            inside = components == k
+            nfa = trees[inside].min()
+            height = np.median(values[inside & (trees == nfa)])
+            out[image][inside & (values >= level + (height - level) / 2)] = nfa
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_delineation_matches_literal_reimplementation(seed):
+    rng = np.random.default_rng(seed)
+    anomaly = ndimage.gaussian_filter(rng.random((3, 40, 50)), (0, 2, 2))
+    # blocks of equal log10 NFA (regions), ties between them, none above the ceiling
+    trees = np.minimum(np.round(ndimage.zoom(rng.normal(0, 3, (3, 10, 10)), (1, 4, 5), order=0), 1), 4.0)
+    level = float(np.quantile(anomaly, 0.7))
+    np.testing.assert_array_equal(delineate(trees, anomaly, level, 4.0),
+                                  _literal_delineation(trees, anomaly, level, 4.0))
+
+
+def test_textured_blob_is_one_region():
+    """A defect whose interior has several peaks comes back whole, as one
+    region with its outline, which the trees' regions miss."""
+    rng = np.random.default_rng(7)
+    seg = ACotrarioSegmenter(LITE0_LATENTS, output_size=(256, 256))
+    seg.fit_latents(_null_latents(20, rng))
+    yy, xx = np.mgrid[:256, :256] + 0.5
+    blob = (yy - 120) ** 2 + (xx - 140) ** 2 <= 40**2
+    latents = _null_latents(1, rng)
+    for z in latents:
+        cells = z.shape[-1]
+        y, x = (np.mgrid[:cells, :cells] + 0.5) * 256 / cells
+        inside = (y - 120) ** 2 + (x - 140) ** 2 <= 40**2
+        texture = 1.0 + 0.6 * np.sin(y / 6.0) * np.sin(x / 6.0)  # several peaks and dips
+        z[0, :, inside] += (1.2 * texture)[inside][:, None]
+    rows = np.concatenate([z.reshape(1, -1) for z in latents], axis=1)
+    masks = seg.predict_masks(rows)[0]
+    assert ndimage.label(masks)[1] == 1
+    assert (masks & blob).sum() / (masks | blob).sum() >= 0.8
+    tree = seg.set_params(delineation="tree").predict_masks(rows)[0]
+    assert (tree & blob).sum() / (tree | blob).sum() < 0.8
+
+
 def test_small_latents_are_not_anomalous():
     rng = np.random.default_rng(1)
     maps = log_nfa_maps(_null_latents(50, rng, scale=0.9), size=(64, 64))
@@ -257,8 +330,14 @@ def test_segmenter_rows_and_maps_agree_with_function():
     latents = [rng.standard_normal((3, *s)) for s in shapes]
     latents[0][1, :, 2:5, 2:5] += 3
     rows = np.concatenate([z.reshape(3, -1) for z in latents], axis=1)
-    seg = ACotrarioSegmenter(latent_shapes=shapes, output_size=(16, 16)).fit(rows)
+    seg = ACotrarioSegmenter(latent_shapes=shapes, output_size=(16, 16), null="theory", delineation="tree").fit(rows)
     np.testing.assert_array_equal(seg.log_nfa_maps(rows), log_nfa_maps(latents, (16, 16)))
+    trees = seg.log_nfa_maps(rows)
+    seg.set_params(delineation="map")
+    maps = smoothed_anomaly_maps(latents, (16, 16))
+    assert seg.map_level_ == np.median(maps.max(axis=(1, 2)))  # fitted on the same rows
+    np.testing.assert_array_equal(seg.log_nfa_maps(rows), delineate(trees, maps, seg.map_level_, seg.log_nfa_ceiling_))
+    np.testing.assert_array_equal(seg.log_nfa_of_latents(latents), seg.log_nfa_maps(rows))
     assert seg.transform(rows).shape == (3, 256)
     masks = seg.predict_masks(rows)
     assert masks[1].any() and not masks[0].any()
@@ -306,9 +385,11 @@ def test_fitted_null_controls_false_alarms_of_dependent_latents():
 def test_segmenter_fits_the_null_from_normal_rows():
     rng = np.random.default_rng(6)
     normal = _correlated_latents(10, rng).reshape(10, -1)
-    seg = ACotrarioSegmenter(latent_shapes=[(16, 32, 32)], null="fit").fit(normal)
+    seg = ACotrarioSegmenter(latent_shapes=[(16, 32, 32)]).fit(normal)
     assert seg.null_[0].area > 5
-    assert ACotrarioSegmenter(latent_shapes=[(16, 32, 32)]).fit(normal).null_[0] == NullModel.theory(16)
+    assert seg.map_level_ > 0
+    theory = ACotrarioSegmenter(latent_shapes=[(16, 32, 32)], null="theory").fit(normal)
+    assert theory.null_[0] == NullModel.theory(16)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (2, 2), (1, 7), (2, 5)])

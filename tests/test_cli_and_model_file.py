@@ -112,7 +112,9 @@ def test_save_load_round_trip(saved):
     loaded = UFlowDetector.load(path)
     np.testing.assert_array_equal(loaded.anomaly_maps(X), detector.anomaly_maps(X))
     np.testing.assert_array_equal(loaded.log_nfa_maps(X), detector.log_nfa_maps(X))
-    assert loaded.get_params()["extractor__input_size"] == 32 and loaded.null_ == detector.null_
+    assert loaded.get_params()["extractor__input_size"] == 32
+    assert loaded.segmenter_.null_ == detector.segmenter_.null_
+    assert loaded.segmenter_.map_level_ == detector.segmenter_.map_level_
 
 
 def test_truncated_corrupted_and_foreign_files_are_refused(saved, tmp_path):

@@ -5,10 +5,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter
+from scipy import ndimage
 
-from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
-from sklearn_uflow.metrics import aupro, image_roc_auc, pixel_roc_auc
+from sklearn_uflow import ACotrarioSegmenter, CNNFeatureTransformer, UFlowDetector
+from sklearn_uflow.metrics import aupro, image_roc_auc, mean_iou, pixel_roc_auc
 from sklearn_uflow.scoring import smooth_maps
 
 
@@ -19,7 +19,7 @@ def test_outputs_have_the_contracted_shapes(fitted_detector, defects):
     assert 0 <= maps.min() and maps.max() <= 1
     log_nfa = fitted_detector.log_nfa_maps(X[:5])
     assert log_nfa.shape == (5, 64, 64)
-    assert log_nfa.max() <= fitted_detector.log_nfa_ceiling_
+    assert log_nfa.max() <= fitted_detector.segmenter_.log_nfa_ceiling_
     masks = fitted_detector.predict_masks(X[:5])
     assert masks.dtype == bool and masks.shape == (5, 64, 64)
     scores = fitted_detector.score_samples(X[:5])
@@ -36,6 +36,20 @@ def test_decisions_agree_with_masks(fitted_detector, defects):
     np.testing.assert_array_equal(predicted == -1, decision <= 0)
 
 
+def test_masks_come_from_the_composed_segmenter(fitted_detector, defects):
+    X = defects[0][:4]
+    segmenter = fitted_detector.segmenter_
+    assert isinstance(segmenter, ACotrarioSegmenter) and segmenter.null == fitted_detector.nfa_null
+    log_nfa = fitted_detector.log_nfa_maps(X)
+    np.testing.assert_array_equal(segmenter.log_nfa_of_latents(fitted_detector.latents(X)), log_nfa)
+    # one pass for maps and NFA gives the same, also after the map's width changed
+    detector = pickle.loads(pickle.dumps(fitted_detector))
+    for width in ("auto", 0.0):
+        maps, together = detector.set_params(map_smoothing=width)._maps_and_log_nfa(X)
+        np.testing.assert_array_equal(together, log_nfa)
+        np.testing.assert_array_equal(maps, detector.anomaly_maps(X))
+
+
 def test_anomaly_map_follows_equation_2_then_smoothing(fitted_detector, defects):
     X, _, _ = defects
     latents = fitted_detector.latents(X[:2])
@@ -49,12 +63,12 @@ def test_anomaly_map_follows_equation_2_then_smoothing(fitted_detector, defects)
     np.testing.assert_allclose(unsmoothed.anomaly_maps(X[:2]), expected, rtol=1e-5, atol=1e-6)
     # "auto" (the default) is 1/64 of the image's side: 1 pixel here.
     assert fitted_detector.map_smoothing == "auto"
-    smoothed = np.stack([gaussian_filter(m.astype(np.float64), 1.0, mode="nearest") for m in expected])
+    smoothed = np.stack([ndimage.gaussian_filter(m.astype(np.float64), 1.0, mode="nearest") for m in expected])
     np.testing.assert_allclose(fitted_detector.anomaly_maps(X[:2]), smoothed, rtol=1e-5, atol=1e-6)
     # a number is in cells of the finest latent grid: 64 / 16 = 4 pixels per cell.
     assert latents[0].shape[-1] == 16
     two_cells = unsmoothed.set_params(map_smoothing=2.0).anomaly_maps(X[:2])
-    smoothed = np.stack([gaussian_filter(m.astype(np.float64), 8.0, mode="nearest") for m in expected])
+    smoothed = np.stack([ndimage.gaussian_filter(m.astype(np.float64), 8.0, mode="nearest") for m in expected])
     np.testing.assert_allclose(two_cells, smoothed, rtol=1e-5, atol=1e-6)
 
 
@@ -178,6 +192,14 @@ def test_real_images_smoke(data_dir):
     detector.fit(data.train_images)
     maps = detector.anomaly_maps(data.test_images)
     assert pixel_roc_auc(data.test_masks, maps) > 0.8
+    # the masks are whole defects, not the trees' scatter of small regions
+    masks = detector.predict_masks(data.test_images)
+    detector.segmenter_.set_params(delineation="tree")  # the paper's regions
+    tree = detector.predict_masks(data.test_images)
+    defective = data.test_labels == 1
+    assert mean_iou(data.test_masks, masks, defective_only=True) > mean_iou(data.test_masks, tree, defective_only=True)
+    regions = [ndimage.label(m)[1] for m in masks[defective]]
+    assert np.median(regions) <= 2 * np.median([ndimage.label(m)[1] for m in data.test_masks[defective]])
 
 
 def test_command_line_main_job(tmp_path):
