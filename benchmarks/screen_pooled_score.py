@@ -207,12 +207,12 @@ def other_map(detector, kind):
     from sklearn_uflow.scoring import anomaly_map
 
     def calibrated(latents, size):
-        means = [null.scale * null.dof / z.shape[1] for null, z in zip(detector.null_, latents)]
+        means = [null.scale * null.dof / z.shape[1] for null, z in zip(detector.segmenter_.null_, latents)]
         return anomaly_map([z / mean**0.5 for z, mean in zip(latents, means)], size)
 
     def significance(latents, size):
         return sum(resize_maps(torch.from_numpy(-null.log10_sf(_squared_norms(z))).float(), size, mode="bilinear")
-                   for null, z in zip(detector.null_, latents)) / len(latents)
+                   for null, z in zip(detector.segmenter_.null_, latents)) / len(latents)
 
     with mock.patch.object(detector_module, "anomaly_map", {"calibrated": calibrated,
                                                           "significance": significance}[kind]):

@@ -114,7 +114,7 @@ def main_pooling():
 
 def main_smoothing():
     from sklearn_uflow import CNNFeatureTransformer
-    from sklearn_uflow.detector import AUTO_SMOOTHING
+    from sklearn_uflow.scoring import AUTO_SMOOTHING
 
     rows, default_pooling = [], CNNFeatureTransformer().pooling
     for image_size in (64, 128):
