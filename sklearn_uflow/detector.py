@@ -197,9 +197,10 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         The a contrario step, fitted on the latents of the held-out images
         (of the training images with ``validation_fraction=0``): its
         ``null_`` is the law of normal latents per scale, its
-        ``map_level_`` the largest normal value of the anomaly map. The
-        masks, NFA maps and scores come from it; set its ``delineation`` to
-        ``"tree"`` for the paper's regions.
+        ``map_level_`` what the anomaly map of a normal image reaches (the
+        median of the held-out maps' maxima). The masks, NFA maps and
+        scores come from it; set its ``delineation`` to ``"tree"`` for the
+        paper's regions.
     history_ : dict
         Training and validation loss per epoch (bits per dimension), the
         best epoch and the training time in seconds.
