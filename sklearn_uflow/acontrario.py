@@ -535,6 +535,11 @@ def log_nfa_maps(latents, size=None, n_jobs=None, null=None):
     return np.stack(Parallel(n_jobs=n_jobs)(delayed(_image_log_nfa)(*job) for job in jobs))
 
 
+def _shapes_of(latents):
+    """``(C, H, W)`` of each scale of a batch of latents."""
+    return [tuple(int(v) for v in z.shape[1:]) for z in latents]
+
+
 _PLANAR = np.zeros((3, 3, 3), bool)
 _PLANAR[1] = ndimage.generate_binary_structure(2, 1)  # 4-connected within an image, never across
 
@@ -742,17 +747,18 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         -------
         self : object
         """
-        shapes = [tuple(int(v) for v in z.shape[1:]) for z in latents]
-        if self.latent_shapes is not None and shapes != [tuple(s) for s in self.latent_shapes]:
-            raise ValueError(f"latents of shapes {shapes} do not match latent_shapes {self.latent_shapes}.")
+        if self.latent_shapes is not None and _shapes_of(latents) != [tuple(s) for s in self.latent_shapes]:
+            raise ValueError(f"latents of shapes {_shapes_of(latents)} do not match latent_shapes "
+                             f"{self.latent_shapes}.")
         return self._fit(latents)
 
     def _fit(self, latents):
-        shapes = [tuple(int(v) for v in z.shape[1:]) for z in latents]
+        shapes = _shapes_of(latents)
         null = fit_null(latents) if self.null == "empirical" else [NullModel.theory(c) for c, _, _ in shapes]
-        size = tuple(int(v) for v in (self.output_size or shapes[0][1:]))
-        peaks = smoothed_anomaly_maps(latents, size, self.map_smoothing).max(axis=(1, 2))
-        return self._set_fitted(shapes, null, float(np.median(peaks)))
+        self._set_fitted(shapes, null, map_level=None)
+        peaks = smoothed_anomaly_maps(latents, self.output_size_, self.map_smoothing).max(axis=(1, 2))
+        self.map_level_ = float(np.median(peaks))
+        return self
 
     def restore_fit(self, null, map_level):
         """Set the state that ``fit`` learns from stored values (a model file's).
@@ -801,9 +807,8 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
             pixels in none carry ``log_nfa_ceiling_``.
         """
         check_is_fitted(self, "null_")
-        shapes = [tuple(int(v) for v in z.shape[1:]) for z in latents]
-        if shapes != self.latent_shapes_:
-            raise ValueError(f"latents of shapes {shapes} do not match the fitted {self.latent_shapes_}.")
+        if _shapes_of(latents) != self.latent_shapes_:
+            raise ValueError(f"latents of shapes {_shapes_of(latents)} do not match the fitted {self.latent_shapes_}.")
         log_nfa = log_nfa_maps(latents, self.output_size_, self.n_jobs, self.null_)
         if self.delineation == "tree":
             return log_nfa
