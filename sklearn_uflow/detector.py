@@ -13,10 +13,16 @@ from ._images import as_image_array, check_images
 from ._torch_utils import resolve_device, seed_from
 from .acontrario import ACotrarioSegmenter
 from .features import _TorchStateMixin, make_feature_extractor, split_features
-from .flow import build_uflow, latent_shapes, train_flow
+from .flow import FlowTraining, build_uflow, latent_shapes
 from .scoring import smoothed_anomaly_maps
+from .symmetries import apply_symmetry, symmetries
 
 __all__ = ["UFlowDetector"]
+
+# augmentation="auto": the candidates, and the share of max_epochs for which each is trained before the one
+# with the lowest validation loss goes on alone.
+AUTO_AUGMENTATIONS = {"square": ("none", "eight"), "oblong": ("none", "flips")}
+AUTO_PROBE_SHARE = 0.2
 
 
 def _normal_images(images, y):
@@ -56,6 +62,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
     extractor : str or BaseFeatureExtractor, default="mscait"
         The feature step: ``"mscait"`` (the paper's MS-CaiT, for a GPU),
         ``"efficientnet_lite0"`` (offline ImageNet weights, fast on a CPU),
+        ``"efficientnet_lite2"`` (offline too, deeper and slower),
         ``"resnet18"``, ``"wide_resnet50_2"``, or a feature transformer
         instance (to set its ``input_size``, ``weights``...).
         ``"precomputed"``: ``X`` holds rows of features made by a feature
@@ -107,6 +114,19 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         defects (2.0 at input size 256 raised the large held-out ones) and
         widens the halos around strong ones, whose false positives then hide
         small defects elsewhere.
+    augmentation : {"auto", "none", "flips", "quarter_turns", "eight"}, default="auto"
+        Also fit on copies of the training images turned by symmetries of
+        the frame (:mod:`~sklearn_uflow.symmetries`), for parts whose pose
+        varies: ``"flips"`` (left-right, up-down and both),
+        ``"quarter_turns"`` (square images only) or ``"eight"`` (both). The
+        backbone runs once per copy; an epoch still takes each image once,
+        in a copy drawn at random, so training takes as many steps as
+        without. ``"auto"`` lets the data decide: a flow without copies and
+        one with ``"eight"`` (``"flips"`` for oblong images) train side by
+        side for the first fifth of ``max_epochs``, then the one whose
+        held-out images have the lower loss goes on alone; without held-out
+        images, ``"none"``. Held-out images are never copies. See
+        ``augmentation_``.
     max_epochs : int, default=25
         Maximum passes over the training images. The learning rate decays
         to zero over them. With several hundred training images, 15 fit in
@@ -193,6 +213,10 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         Channels of the training images.
     offset_ : float
         ``decision_function = score_samples - offset_``.
+    augmentation_ : str
+        The augmentation the flow was fitted with (with ``"auto"``, the
+        one chosen; ``history_["augmentation_val_bpd"]`` holds the
+        candidates' held-out losses when they raced).
     segmenter_ : ACotrarioSegmenter
         The a contrario step, fitted on the latents of the held-out images
         (of the training images with ``validation_fraction=0``): its
@@ -232,7 +256,8 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
     """
 
     def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4,
-                 affine_clamp=2.0, image_context=True, positional_encoding=4, map_smoothing="auto", max_epochs=25,
+                 affine_clamp=2.0, image_context=True, positional_encoding=4, map_smoothing="auto",
+                 augmentation="auto", max_epochs=25,
                  batch_size=4, learning_rate=1e-2, weight_decay=0.01, feature_noise=0.0, validation_fraction=0.1,
                  n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, nfa_null="empirical",
                  device="auto", random_state=None, verbose=0, n_jobs=None):
@@ -244,6 +269,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         self.image_context = image_context
         self.positional_encoding = positional_encoding
         self.map_smoothing = map_smoothing
+        self.augmentation = augmentation
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -270,6 +296,11 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}.")
         if self._precomputed and not self.feature_shapes:
             raise ValueError("extractor='precomputed' needs feature_shapes, the feature step's feature_shapes_.")
+        if self.augmentation != "auto":
+            symmetries(self.augmentation, (1, 1))
+            if self._precomputed and self.augmentation != "none":
+                raise ValueError("extractor='precomputed' takes rows of features, which cannot be turned or "
+                                 "flipped: use augmentation='none'.")
         if self.nfa_null not in ("empirical", "theory"):
             raise ValueError(f"nfa_null must be 'empirical' or 'theory', got {self.nfa_null!r}.")
         if self.nfa_null == "empirical" and not self.validation_fraction:
@@ -343,21 +374,43 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             self.image_size_ = tuple(images.shape[1:3])
             self.n_channels_ = images.shape[-1]
         # Once per fit, since the backbone is frozen; split first, so that no
-        # copy of the whole feature cache is ever made.
-        train_features = self._features(images[train_index])
+        # copy of the whole feature cache is ever made. The held-out images
+        # are never turned copies of training images.
+        candidates = self._augmentation_candidates(bool(n_val))
+        copies = symmetries(candidates[-1], self.image_size_)
+        train_features = self._features(images[train_index], copies)
         val_features = self._features(images[val_index]) if n_val else None
         self.latent_shapes_ = latent_shapes(self.feature_shapes_)
 
         seed = seed_from(rng)
-        flow = self._build_flow(seed)
-        flow.standardize_with(train_features)
-        self.flow_ = flow.to(self.device_)
-        self.history_ = train_flow(
-            self.flow_, train_features, val_features,
-            max_epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay, feature_noise=self.feature_noise,
-            n_iter_no_change=self.n_iter_no_change, tol=self.tol, device=self.device_, seed=seed, verbose=self.verbose,
-        )
+        options = dict(max_epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                       weight_decay=self.weight_decay, feature_noise=self.feature_noise,
+                       n_iter_no_change=self.n_iter_no_change, tol=self.tol, device=self.device_, seed=seed,
+                       verbose=self.verbose)
+        trainings = []
+        for name in candidates:  # each candidate's copies come first among the largest's
+            n_copies = len(symmetries(name, self.image_size_))
+            features = [f[: n_copies * len(train_index)] for f in train_features]
+            flow = self._build_flow(seed)
+            flow.standardize_with(features)
+            trainings.append(FlowTraining(flow.to(self.device_), features, val_features, n_copies=n_copies,
+                                          **options))
+        if len(trainings) > 1:
+            # A race: every candidate trains for the first epochs, the one whose
+            # flow gives the held-out images the lowest loss goes on alone.
+            for _ in range(max(1, round(AUTO_PROBE_SHARE * self.max_epochs))):
+                for training in trainings:
+                    training.run_epoch()
+        raced = [training.best_val_bpd for training in trainings]
+        best = int(np.argmin(raced))
+        self.augmentation_ = candidates[best]
+        self.history_ = trainings[best].finish()
+        if len(trainings) > 1:
+            self.history_["augmentation_val_bpd"] = dict(zip(candidates, raced))
+        self.flow_ = trainings[best].flow
+        # What follows reads the training images as they are; free their copies.
+        train_features = [f[: len(train_index)].clone() for f in train_features] if len(copies) > 1 else train_features
+        del trainings
         self.flow_.requires_grad_(False)
         # The segmenter learns normality from images the flow was not trained on.
         self.segmenter_ = ACotrarioSegmenter(
@@ -418,11 +471,30 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
             raise ValueError(f"X has {rows.shape[1]} features per row, but feature_shapes describe {expected}.")
         return rows
 
-    def _features(self, batch):
-        """Per-scale feature tensors of a batch of images or feature rows."""
+    def _augmentation_candidates(self, validated):
+        """The augmentations that ``fit`` trains a flow for, the largest last."""
+        if self.augmentation != "auto":
+            return (self.augmentation,)
+        if self._precomputed or not validated:  # nothing to turn, or nothing to choose by
+            return ("none",)
+        return AUTO_AUGMENTATIONS["square" if self.image_size_[0] == self.image_size_[1] else "oblong"]
+
+    def _features(self, batch, copies=((0, False),)):
+        """Per-scale feature tensors of a batch of images or feature rows; with
+        ``copies`` (symmetries), of each turned copy in turn, copy-major."""
         if self._precomputed:
             return [f.float() for f in split_features(batch, self.feature_shapes_)]
-        return self.extractor_.extract(check_images(batch))
+        images = check_images(batch)
+        out = None
+        for k, symmetry in enumerate(copies):  # written into tensors allocated once
+            maps = self.extractor_.extract(apply_symmetry(images, symmetry) if k else images)
+            if len(copies) == 1:
+                return maps
+            if out is None:
+                out = [torch.empty((len(copies) * len(images), *m.shape[1:]), dtype=m.dtype) for m in maps]
+            for o, m in zip(out, maps):
+                o[k * len(images) : (k + 1) * len(images)] = m
+        return out
 
     def _latents_of(self, features):
         with torch.inference_mode():

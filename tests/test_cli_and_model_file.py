@@ -22,11 +22,12 @@ def test_fit_predict_evaluate_on_real_folder(data_dir, tmp_path):
     model = tmp_path / "model.uflow"
     fit = _cli("fit", category / "train/good", "-o", model, "--image-size", 64, "--input-size", 64,
                "--max-epochs", 2, "--strides", 8, 16, "--pooling", 3, 1, "--no-image-context",
-               "--positional-encoding", 1, "--quiet")
+               "--positional-encoding", 1, "--augmentation", "flips", "--quiet")
     assert fit.returncode == 0, fit.stderr
     assert "fitted on 28 images" in fit.stdout and model.is_file()
     # Options given on the command line are used; the others keep the detector's defaults.
     params = load_detector(model).get_params()
+    assert params["augmentation"] == "flips" and load_detector(model).augmentation_ == "flips"
     assert params["max_epochs"] == 2 and params["extractor__pooling"] == (3, 1)
     assert params["extractor__strides"] == (8, 16)
     assert params["image_context"] is False and params["positional_encoding"] == 1
@@ -84,8 +85,8 @@ def saved(tmp_path_factory):
     from sklearn_uflow.datasets import make_defects
 
     X, y, _ = make_defects(n_samples=16, image_size=32, random_state=0)
-    detector = UFlowDetector(CNNFeatureTransformer(input_size=32), positional_encoding=2, max_epochs=1,
-                             random_state=0, device="cpu").fit(X[y == 0])
+    detector = UFlowDetector(CNNFeatureTransformer(input_size=32), positional_encoding=2, augmentation="flips",
+                             max_epochs=1, random_state=0, device="cpu").fit(X[y == 0])
     path = tmp_path_factory.mktemp("model") / "model.uflow"
     detector.save(path)
     return detector, path, X
@@ -113,6 +114,7 @@ def test_save_load_round_trip(saved):
     np.testing.assert_array_equal(loaded.anomaly_maps(X), detector.anomaly_maps(X))
     np.testing.assert_array_equal(loaded.log_nfa_maps(X), detector.log_nfa_maps(X))
     assert loaded.get_params()["extractor__input_size"] == 32
+    assert loaded.augmentation_ == detector.augmentation_ == "flips"
     assert loaded.segmenter_.null_ == detector.segmenter_.null_
     assert loaded.segmenter_.map_level_ == detector.segmenter_.map_level_
 

@@ -10,6 +10,7 @@ from scipy import ndimage
 from sklearn_uflow import ACotrarioSegmenter, CNNFeatureTransformer, UFlowDetector
 from sklearn_uflow.metrics import aupro, image_roc_auc, mean_iou, pixel_roc_auc
 from sklearn_uflow.scoring import smooth_maps
+from sklearn_uflow.symmetries import AUGMENTATIONS, apply_symmetry
 
 
 def test_outputs_have_the_contracted_shapes(fitted_detector, defects):
@@ -141,11 +142,54 @@ def test_contamination_sets_the_share_of_training_outliers(defects, small_extrac
         (dict(tol=None), "tol"),
         (dict(map_smoothing=-1.0), "map_smoothing"),
         (dict(map_smoothing="wide"), "map_smoothing"),
+        (dict(augmentation="rotations"), "augmentation must be one of"),
     ],
 )
 def test_bad_parameters(params, match, defects, small_extractor):
     with pytest.raises(ValueError, match=match):
         UFlowDetector(small_extractor, **params).fit(defects[0][:4])
+
+
+def test_augmentation_fits_on_turned_copies_of_the_training_images_only(defects, small_extractor, monkeypatch):
+    X = defects[0][defects[1] == 0][:10]
+    batches = []
+    extract = CNNFeatureTransformer.extract
+    monkeypatch.setattr(CNNFeatureTransformer, "extract",
+                        lambda self, images: batches.append(np.array(images)) or extract(self, images))
+    detector = UFlowDetector(small_extractor, augmentation="eight", validation_fraction=0.2, max_epochs=1,
+                             random_state=0, device="cpu").fit(X)
+    assert detector.augmentation_ == "eight"
+    batches = batches[1:]  # the first fitted the feature step
+    # the eight copies of the 8 training images, then the 2 held-out images as they are
+    assert [len(b) for b in batches] == [8] * 8 + [2]
+    train, scaled = batches[0], X / np.float32(255)  # the feature step reads floats in [0, 1]
+    held_out = [i for i in range(10) if not any(np.allclose(scaled[i], t) for t in train)]
+    np.testing.assert_allclose(batches[-1], scaled[held_out])
+    for copy, symmetry in zip(batches[:8], AUGMENTATIONS["eight"]):
+        np.testing.assert_array_equal(copy, apply_symmetry(train, symmetry))
+    # a fit with copies takes as many optimisation steps as one without
+    plain = UFlowDetector(small_extractor, augmentation="none", validation_fraction=0.2, max_epochs=1,
+                          random_state=0, device="cpu").fit(X)
+    assert len(plain.history_["train_bpd"]) == len(detector.history_["train_bpd"]) == 1
+    with pytest.raises(ValueError, match="precomputed"):  # features cannot be turned
+        UFlowDetector("precomputed", feature_shapes=[(4, 8, 8)], augmentation="flips").fit(np.zeros((4, 256)))
+
+
+@pytest.mark.parametrize("size, candidates", [((64, 64), {"none", "eight"}), ((64, 48), {"none", "flips"})])
+def test_auto_augmentation_keeps_the_flow_with_the_lowest_held_out_loss(size, candidates, defects):
+    X = defects[0][defects[1] == 0][:10, : size[0], : size[1]]
+    detector = UFlowDetector(CNNFeatureTransformer(input_size=32, device="cpu"), augmentation="auto",
+                             max_epochs=5, random_state=0, device="cpu").fit(X)
+    raced = detector.history_["augmentation_val_bpd"]
+    assert set(raced) == candidates and detector.augmentation_ == min(raced, key=raced.get)
+    # the winner trained on past the race (one epoch of five)
+    assert len(detector.history_["train_bpd"]) == 5
+    assert min(detector.history_["val_bpd"]) <= raced[detector.augmentation_]
+    # with no held-out images there is nothing to choose by
+    unvalidated = UFlowDetector(CNNFeatureTransformer(input_size=32, device="cpu"), augmentation="auto",
+                                validation_fraction=0, nfa_null="theory", max_epochs=1, random_state=0,
+                                device="cpu").fit(X)
+    assert unvalidated.augmentation_ == "none" and "augmentation_val_bpd" not in unvalidated.history_
 
 
 def test_bad_inputs(fitted_detector, defects, small_extractor):

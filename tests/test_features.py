@@ -12,18 +12,20 @@ from sklearn_uflow.features import (
     CNN_PRESETS,
     flatten_maps,
     fold_batch_norms,
-    lite0_imagenet_state_dict,
+    lite_imagenet_state_dict,
     make_feature_extractor,
 )
 from sklearn_uflow._images import check_images, images_to_tensor
 
 
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "efficientnet_lite2"])
 @pytest.mark.parametrize("image, classes", [(skdata.chelsea(), range(281, 286)), (skdata.coffee(), (504, 967, 968))])
-def test_lite0_weights_are_real_imagenet_weights(image, classes):
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    model.load_state_dict(lite0_imagenet_state_dict(), strict=True)  # the same renaming, head kept
+def test_lite_weights_are_real_imagenet_weights(backbone, image, classes):
+    model = timm.create_model(CNN_PRESETS[backbone], pretrained=False)
+    model.load_state_dict(lite_imagenet_state_dict(backbone), strict=True)  # the same renaming, head kept
     model.eval()
-    x = images_to_tensor(check_images(image[None]), 224, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
+    size = model.pretrained_cfg["input_size"][-1]  # 224 and 260
+    x = images_to_tensor(check_images(image[None]), size, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
     with torch.no_grad():
         predicted = int(model(x).argmax())
     assert predicted in classes

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import scipy.fft
@@ -6,7 +8,7 @@ import torch
 import FrEIA.modules as Fm
 
 from sklearn_uflow.flow import (
-    FlowStep, TrainingDivergedError, _bits_per_dim, _noisy, build_uflow, evaluate_nll, latent_shapes,
+    FlowStep, FlowTraining, TrainingDivergedError, _bits_per_dim, _noisy, build_uflow, evaluate_nll, latent_shapes,
     position_cosines, train_flow,
 )
 
@@ -268,3 +270,32 @@ def test_feature_noise_changes_the_fit_reproducibly_and_validates_on_clean_featu
     assert any(not torch.equal(fits[0][1][k], fits[1][1][k]) for k in fits[0][1])
     # the noisy training batches are harder to fit
     assert fits[1][0]["train_bpd"][-1] > fits[0][0]["train_bpd"][-1]
+
+
+def test_copies_keep_the_number_of_steps_and_draw_one_copy_per_image(monkeypatch):
+    # Copy k of image i holds the value 100 k + i everywhere: each batch shows
+    # which copy of which image it took.
+    n, n_copies, batch_size = 10, 4, 4
+    values = (100 * torch.arange(n_copies).view(-1, 1) + torch.arange(n)).flatten().float()
+    train = [values.view(-1, 1, 1, 1).expand(-1, *shape).clone() for shape in TINY]
+    options = dict(max_epochs=3, batch_size=batch_size, learning_rate=1e-3, weight_decay=0, n_iter_no_change=3,
+                   tol=0, device="cpu", seed=0)
+    seen = []
+    original = FlowTraining._batch
+    monkeypatch.setattr(FlowTraining, "_batch", lambda self, index: seen.append(
+        (b := original(self, index))[0][:, 0, 0, 0]) or b)
+    steps = {}
+    for copies in (1, n_copies):
+        seen.clear()
+        flow = build_uflow(TINY, n_steps=1)
+        flow.standardize_with(train)
+        training = FlowTraining(flow, [f[: copies * n] for f in train], None, n_copies=copies, **options)
+        while training.run_epoch():
+            pass
+        steps[copies] = training.optimizer.state_dict()["state"][0]["step"].item()
+        drawn = torch.cat(seen).long()
+        per_epoch = drawn.view(3, n)
+        for epoch in per_epoch:  # every image once per epoch, in one of its copies
+            assert sorted((epoch % 100).tolist()) == list(range(n))
+        assert set((drawn // 100).tolist()) == set(range(copies))
+    assert steps[1] == steps[n_copies] == 3 * math.ceil(n / batch_size)

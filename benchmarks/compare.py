@@ -1,0 +1,179 @@
+"""The experiment harness: any settings of the detector side by side, on the development protocol.
+
+Each setting is a JSON object of ``UFlowDetector`` parameters (the Lite0
+preset and ``random_state`` unless it says otherwise; ``"extractor"`` may name
+any preset), or ``"patchcore"``: PatchCore's score on the same preset's
+features (every training cell, or a random 60,000, as memory; each test cell's
+distance to its nearest one, upsampled and filtered by a Gaussian of 4
+pixels), the method U-Flow is most often compared with. Every setting is
+fitted on the good training images of each dataset (images at 256x256) and
+scored on its test images, the development set: one setting for all
+datasets, judged pooled (the mean over datasets, last rows).
+
+With ``--n-train N`` each fit takes a random N of the training images,
+``--draws`` times (draw ``d`` also seeds the detector): the few-shot regime.
+``--seeds`` repeats full fits over seeds. ``--any-pose`` turns every image
+(training and test, with its mask) by a random one of the eight flips and
+quarter turns: parts in any orientation, where augmentation should pay and
+``augmentation="auto"`` should see it. ``--write NAME`` writes the table to
+``docs/benchmarks/NAME.rst``.
+
+Usage::
+
+    python benchmarks/compare.py '{}' '{"augmentation": "auto"}' patchcore --n-train 30 --draws 3
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+from torch.nn import functional as F
+
+from _report import data_dir, write_table
+
+CATEGORIES = ("hazelnut_toy/hazelnut_toy", "mpdd/metal_plate", "magnetic_tile/magnetic_tile")
+MEMORY = 60_000  # PatchCore's memory, in cells at most
+SIGMA = 4.0  # pixels, PatchCore's filter
+
+
+def patchcore_maps(extractor, train, test, seed=0):
+    """PatchCore's anomaly maps on a fitted feature step's two coarser scales."""
+    def cells(images):
+        out = []
+        for start in range(0, len(images), 16):
+            finer, coarser = extractor.extract(images[start : start + 16])[-2:]
+            coarser = F.interpolate(coarser, size=finer.shape[-2:], mode="bilinear", align_corners=False)
+            out.append(torch.cat([finer, coarser], 1))
+        return torch.cat(out)
+
+    memory = cells(train)
+    memory = memory.permute(0, 2, 3, 1).reshape(-1, memory.shape[1])
+    if len(memory) > MEMORY:
+        memory = memory[torch.randperm(len(memory), generator=torch.Generator().manual_seed(seed))[:MEMORY]]
+    queries = cells(test)
+    n, channels, h, w = queries.shape
+    queries = queries.permute(0, 2, 3, 1).reshape(-1, channels)
+    distance = torch.cat([torch.cdist(queries[i : i + 4096], memory).min(1).values
+                          for i in range(0, len(queries), 4096)])
+    maps = F.interpolate(distance.reshape(n, 1, h, w), size=test.shape[1:3], mode="bilinear", align_corners=False)
+    return gaussian_filter(maps[:, 0].numpy(), (0, SIGMA, SIGMA))
+
+
+def any_pose(data, seed=0):
+    """The dataset, each image (and its mask) turned in place by a random one of the eight symmetries."""
+    from sklearn_uflow.symmetries import apply_symmetry, symmetries
+
+    eight = symmetries("eight", data.train_images.shape[1:3])
+    rng = np.random.default_rng(seed)
+
+    def turn(images):
+        return np.stack([apply_symmetry(image[None], eight[k])[0]
+                         for image, k in zip(images, rng.integers(len(eight), size=len(images)))])
+
+    data.train_images = turn(data.train_images)
+    state = rng.bit_generator.state  # the test masks take the same turns as their images
+    data.test_images = turn(data.test_images)
+    rng.bit_generator.state = state
+    data.test_masks = turn(data.test_masks)
+    return data
+
+
+def evaluate(setting, train, data, seed):
+    """Fit one setting and score the test images: figures, fit time, and what the fit chose."""
+    from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
+    from sklearn_uflow.metrics import aupro, image_roc_auc, pixel_roc_auc
+
+    start = time.perf_counter()
+    if setting == "patchcore":
+        extractor = CNNFeatureTransformer("efficientnet_lite0", device="cpu").fit(train[:1])
+        maps = patchcore_maps(extractor, train, data.test_images, seed)
+        scores, chosen = -maps.max(axis=(1, 2)), ""
+        fit_seconds = score_ms = float("nan")
+    else:
+        params = {"extractor": "efficientnet_lite0", "random_state": seed, "device": "cpu", **setting}
+        detector = UFlowDetector(**params).fit(train)
+        fit_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        maps = detector.anomaly_maps(data.test_images)
+        score_ms = 1000 * (time.perf_counter() - start) / len(maps)
+        scores = detector.score_samples(data.test_images)
+        chosen = getattr(detector, "augmentation_", "")
+    masks = data.test_masks.astype(bool)
+    return {"pixel AUROC": 100 * pixel_roc_auc(masks, maps), "AUPRO": 100 * aupro(masks, maps),
+            "image AUROC": 100 * image_roc_auc(data.test_labels, -scores),
+            "fit s/image": fit_seconds / len(train), "maps ms/image": score_ms, "chosen": chosen}
+
+
+def main():
+    from sklearn_uflow.datasets import load_anomaly_folder
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("settings", nargs="+", help="JSON objects of UFlowDetector parameters, or 'patchcore'")
+    parser.add_argument("--categories", nargs="+", default=CATEGORIES)
+    parser.add_argument("--n-train", type=int, default=None, help="training images per fit (default: all)")
+    parser.add_argument("--draws", type=int, default=3, help="random draws of the training images with --n-train")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of full fits")
+    parser.add_argument("--any-pose", action="store_true", help="turn each image by a random symmetry")
+    parser.add_argument("--write", metavar="NAME", help="write docs/benchmarks/NAME.rst")
+    parser.add_argument("--title", default="Settings compared on the development set")
+    args = parser.parse_args()
+    settings = [s if s == "patchcore" else json.loads(s) for s in args.settings]
+    names = [s if s == "patchcore" else json.dumps(s, sort_keys=True) if s else "defaults" for s in settings]
+    seeds = range(args.draws) if args.n_train else args.seeds
+
+    results, n_images = {}, {}  # (category, name) -> figures per seed; category -> training images per fit
+    for category in args.categories:
+        data = load_anomaly_folder(data_dir() / category, image_size=256)
+        if args.any_pose:
+            data = any_pose(data)
+        for seed in seeds:
+            train = data.train_images
+            if args.n_train and args.n_train < len(train):
+                train = train[np.sort(np.random.default_rng(seed).choice(len(train), args.n_train, replace=False))]
+            n_images[category] = len(train)
+            for setting, name in zip(settings, names):
+                figures = evaluate(setting, train, data, seed)
+                results.setdefault((category, name), []).append(figures)
+                print(category, seed, name, {k: round(v, 2) if isinstance(v, float) else v
+                                             for k, v in figures.items()}, flush=True)
+
+    category_0 = args.categories[0]
+    metrics = ("pixel AUROC", "AUPRO", "image AUROC", "fit s/image", "maps ms/image")
+    rows = []
+    for category in [*args.categories, "pooled"]:
+        for name in names:
+            if category == "pooled":  # per seed, the mean over datasets
+                runs = [{k: np.mean([results[c, name][i][k] for c in args.categories]) if k != "chosen" else ""
+                         for k in results[category_0, name][i]} for i in range(len(seeds))]
+                runs += [{"chosen": f["chosen"]} for c in args.categories for f in results[c, name]]
+            else:
+                runs = results[category, name]
+            row = [category, name, n_images.get(category, "")]
+            for metric in metrics:
+                values = np.array([f[metric] for f in runs if metric in f])
+                row.append("" if np.isnan(values).all() else
+                           f"{values.mean():.2f}" + (f" ± {values.std():.2f}" if len(values) > 1 else ""))
+            chosen = sorted({f["chosen"] for f in runs if f["chosen"]})
+            row.append(", ".join(f"{c} ({sum(f['chosen'] == c for f in runs)})" for c in chosen))
+            rows.append(row)
+    regime = ("every image turned by a random flip or quarter turn; " if args.any_pose else "") + (
+              f"{args.n_train} training images, {args.draws} random draws (mean ± sd)" if args.n_train
+              else f"all training images, seeds {list(seeds)}")
+    header = ["dataset", "setting", "train images", *metrics, "augmentation chosen (fits)"]
+    if args.write:
+        write_table(args.write, args.title, header, rows,
+                    notes=f"Fitted on {regime}, images at 256×256, scored on the test images; pooled: the mean "
+                          "over datasets (and draws or seeds). ``python benchmarks/compare.py "
+                          + " ".join(f"'{s}'" if s != "patchcore" else s for s in args.settings)
+                          + (f" --n-train {args.n_train} --draws {args.draws}" if args.n_train else "")
+                          + (" --any-pose" if args.any_pose else "") + "``.")
+    else:
+        for row in [header, *rows]:
+            print(" | ".join(map(str, row)))
+
+
+if __name__ == "__main__":
+    main()
