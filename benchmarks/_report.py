@@ -31,12 +31,23 @@ def machine():
             f"{torch.get_num_threads()} threads, Python {platform.python_version()}")
 
 
+# The page of docs/benchmarks/ that each table is written into; a table not listed gets a page of its own.
+PAGES = {
+    "bench_detector": "accuracy", "bench_detector_types": "accuracy", "bench_segmentation_quality": "accuracy",
+    "bench_seeds": "accuracy",
+    "full_fits": "development", "few_shot": "development", "any_pose": "development",
+    "bench_features": "speed", "bench_flow_step": "speed", "bench_segmentation": "speed", "bench_memory": "speed",
+    "bench_gpu": "scaling", "bench_distributed": "scaling", "bench_determinism": "scaling",
+}
+
+
 def write_table(name, title, header, rows, notes=""):
-    """Write an rst page with a list-table and the date and machine it ran on."""
+    """Write a list-table, with the date and machine it ran on, into its page of
+    ``docs/benchmarks/`` (``PAGES``), replacing the table of that name there."""
     DOCS.mkdir(parents=True, exist_ok=True)
-    # The script that ran, which need not share the page's name (one script can write several pages).
+    # The script that ran, which need not share the table's name (one script can write several tables).
     script = Path(sys.argv[0]).name if sys.argv[0].endswith(".py") else f"{name}.py"
-    lines = [title, "=" * len(title), "",
+    lines = [f".. begin {name}", "", title, "~" * len(title), "",  # a subsection of docs/benchmarks.rst
              f"Measured on {datetime.date.today().isoformat()}, {machine()}, by "
              f"``python benchmarks/{script}``.", ""]
     if notes:
@@ -45,5 +56,14 @@ def write_table(name, title, header, rows, notes=""):
     for row in [header] + rows:
         lines.append("   * - " + str(row[0]))
         lines += [f"     - {cell}" for cell in row[1:]]
-    (DOCS / f"{name}.rst").write_text("\n".join(lines) + "\n")
+    lines += ["", f".. end {name}"]
+    page = DOCS / f"{PAGES.get(name, name)}.rst"
+    text = page.read_text() if page.exists() else ""
+    begin, end = f".. begin {name}\n", f".. end {name}\n"
+    block = "\n".join(lines) + "\n"
+    if begin in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text += ("\n" if text else "") + block
+    page.write_text(text)
     print("\n".join(lines))

@@ -4,9 +4,8 @@ For each category under the data folder (``$SKLEARN_UFLOW_DATA``, default
 ``../shared/data``): fit ``UFlowDetector(extractor="efficientnet_lite0")`` with
 its defaults on ``train/good`` (images resized to 256x256), then score
 ``test/``. Each category runs in its own process so that peak memory is its
-own. Writes ``docs/benchmarks/bench_detector.rst``,
-``docs/benchmarks/bench_detector_types.rst`` (the scores by defect type),
-``docs/benchmarks/bench_segmentation_quality.rst``, the figure
+own. Writes its tables (accuracy, scores by defect type, segmentation
+quality) into ``docs/benchmarks/accuracy.rst``, the figure
 ``docs/_static/miou_vs_epsilon.png`` and one figure of masks per category,
 ``docs/_static/masks_<dataset>.png``.
 

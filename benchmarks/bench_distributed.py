@@ -53,7 +53,7 @@ def main():
 
     folder = data_dir() / CATEGORY
     data = load_anomaly_folder(folder, image_size=256)
-    detector = UFlowDetector("efficientnet_lite0", max_epochs=1, random_state=0, device="cpu")
+    detector = UFlowDetector("efficientnet_lite0", augmentation="none", max_epochs=1, random_state=0, device="cpu")
     detector.fit(data.train_images)
     files = [folder / name for name in data.test_files]
     n = len(files)

@@ -5,7 +5,7 @@ over the data. Both are timed on the same flow (the Lite0 preset's feature
 shapes at 256×256, a batch of four, random non-zero weights), alternating
 between them so that the machine's load falls on both alike; each run is the
 mean of 15 steps after 3 of warm-up, and the table shows the median and the
-fastest of 12 runs. Writes ``docs/benchmarks/bench_flow_step.rst``.
+fastest of 12 runs. Writes its table into ``docs/benchmarks/speed.rst``.
 
 Usage: ``python benchmarks/bench_flow_step.py``
 """
@@ -17,7 +17,8 @@ import FrEIA.modules as Fm
 import torch
 
 from _report import write_table
-from sklearn_uflow.flow import FlowStep, build_uflow, negative_log_likelihood
+from sklearn_uflow.flow import FlowStep, build_uflow
+from sklearn_uflow.training import negative_log_likelihood
 
 SHAPES = [(24, 64, 64), (40, 32, 32), (112, 16, 16)]  # Lite0 at 256x256, finest first
 FORWARDS = {"FrEIA's AllInOneBlock": Fm.AllInOneBlock.forward, "FlowStep": FlowStep.forward}

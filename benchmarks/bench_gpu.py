@@ -14,8 +14,8 @@ For the Lite0 fit it also reports the largest difference between the maps the
 GPU gives and those of the same model unpickled on a machine without CUDA (the
 CPU), and between two GPU fits with the same ``random_state``.
 
-Usage: ``python benchmarks/bench_gpu.py`` on a machine with CUDA. Writes
-``docs/benchmarks/bench_gpu.rst``.
+Usage: ``python benchmarks/bench_gpu.py`` on a machine with CUDA. Writes its
+table into ``docs/benchmarks/scaling.rst``.
 """
 
 import pickle

@@ -7,15 +7,9 @@ the order of the batches. ``bench_detector.py`` reports one fit
 the mean, the standard deviation and the range of its test scores, so that a
 difference between two runs, or between a run and a target, can be read
 against the spread of the fits themselves. No setting is chosen from it.
-Writes ``docs/benchmarks/bench_seeds.rst``.
+Writes its table into ``docs/benchmarks/accuracy.rst``.
 
-With ``--held-out``, the same for the scores the selections of defaults
-compare (``select_training.py``'s protocol: held-out good training images and
-their four families of planted defects, one fit per seed 0 to 2), to say how
-large a margin between two candidates is a margin at all. Writes
-``docs/benchmarks/bench_seeds_held_out.rst``.
-
-Usage: ``python benchmarks/bench_seeds.py [--held-out] [category ...]``
+Usage: ``python benchmarks/bench_seeds.py [category ...]``
 """
 
 import sys
@@ -23,8 +17,6 @@ import sys
 import numpy as np
 
 from _report import data_dir, write_table
-from select_defaults import CATEGORIES, score_candidates
-from select_image_context import FAMILY_COLUMNS, FAMILY_NOTES
 
 SEEDS = (0, 1, 2, 3, 4)
 METRICS = ("pixel AUROC", "AUPRO", "image AUROC (max of map)", "image AUROC (min log10 NFA)")
@@ -76,26 +68,6 @@ def main(categories):
               "the batch order. The standard deviation is that of the fits (ddof = 1).")
 
 
-def main_held_out(categories, seeds=SEEDS[:3]):
-    from sklearn_uflow import UFlowDetector
-
-    rows, means = score_candidates(
-        categories, seeds, lambda seed: UFlowDetector("efficientnet_lite0", random_state=seed, device="cpu"),
-        ("auto",), swaps=True, bands=True,
-    )
-    means = [means[seed, "auto"] for seed in seeds]
-    write_table(
-        "bench_seeds_held_out", "Held-out scores over seeds",
-        ["category", "random_state", "map_smoothing", *FAMILY_COLUMNS], rows,
-        notes=FAMILY_NOTES + " Every parameter at its default but ``random_state``. Means over both datasets: "
-              + ", ".join(f"random_state={seed}: {m:.2f}" for seed, m in zip(seeds, means))
-              + f" (sd {np.std(means, ddof=1):.2f}).")
-
-
 if __name__ == "__main__":
-    categories = [a for a in sys.argv[1:] if a != "--held-out"]
-    if "--held-out" in sys.argv:
-        main_held_out(categories or CATEGORIES)
-    else:
-        root = data_dir()
-        main(categories or sorted(str(p.parent.parent.relative_to(root)) for p in root.glob("*/*/train/good")))
+    root = data_dir()
+    main(sys.argv[1:] or sorted(str(p.parent.parent.relative_to(root)) for p in root.glob("*/*/train/good")))

@@ -1,30 +1,26 @@
 """The experiment harness: any settings of the detector side by side, on the development protocol.
 
-Each setting is a JSON object of ``UFlowDetector`` parameters (the Lite0
-preset and ``random_state`` unless it says otherwise; ``"extractor"`` may name
-any preset), or ``"patchcore"``: PatchCore's score on the same preset's
-features (every training cell, or a random 60,000, as memory; each test cell's
-distance to its nearest one, upsampled and filtered by a Gaussian of 4
-pixels), the method U-Flow is most often compared with. Every setting is
-fitted on the good training images of each dataset (images at 256x256) and
-scored on its test images, the development set: one setting for all
-datasets, judged pooled (the mean over datasets, last rows).
-
-With ``--n-train N`` each fit takes a random N of the training images,
-``--draws`` times (draw ``d`` also seeds the detector): the few-shot regime.
-``--seeds`` repeats full fits over seeds. ``--any-pose`` turns every image
-(training and test, with its mask) by a random one of the eight flips and
-quarter turns: parts in any orientation, where augmentation should pay and
-``augmentation="auto"`` should see it. ``--write NAME`` writes the table to
-``docs/benchmarks/NAME.rst``.
+A setting is a JSON object of ``UFlowDetector`` parameters (Lite0 and
+``random_state`` unless it says otherwise), or ``"patchcore"``: PatchCore's
+score on the same features (a memory of 60,000 random training cells, the
+distance to the nearest, a Gaussian of 4 pixels). Each is fitted on every
+dataset's good training images (256x256) and scored on its test images; the
+last rows pool the datasets. ``--n-train N --draws D``: fits on N random
+training images, D draws (the few-shot regime). ``--seeds``: full fits over
+seeds. ``--held-out``: score held-out training images with planted defects
+(``planted.py``) instead. ``--any-pose``: every image and mask turned by a
+random flip or quarter turn. ``--write NAME``: the table into
+``docs/benchmarks/`` (its page in ``_report.PAGES``).
 
 Usage::
 
-    python benchmarks/compare.py '{}' '{"augmentation": "auto"}' patchcore --n-train 30 --draws 3
+    python benchmarks/compare.py '{}' '{"augmentation": "none"}' patchcore --n-train 30 --draws 3
 """
 
 import argparse
 import json
+import shlex
+import sys
 import time
 
 import numpy as np
@@ -33,6 +29,7 @@ from scipy.ndimage import gaussian_filter
 from torch.nn import functional as F
 
 from _report import data_dir, write_table
+from planted import held_out_set
 
 CATEGORIES = ("hazelnut_toy/hazelnut_toy", "mpdd/metal_plate", "magnetic_tile/magnetic_tile")
 MEMORY = 60_000  # PatchCore's memory, in cells at most
@@ -116,8 +113,9 @@ def main():
     parser.add_argument("--n-train", type=int, default=None, help="training images per fit (default: all)")
     parser.add_argument("--draws", type=int, default=3, help="random draws of the training images with --n-train")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of full fits")
+    parser.add_argument("--held-out", action="store_true", help="score held-out training images, planted")
     parser.add_argument("--any-pose", action="store_true", help="turn each image by a random symmetry")
-    parser.add_argument("--write", metavar="NAME", help="write docs/benchmarks/NAME.rst")
+    parser.add_argument("--write", metavar="NAME", help="write the table NAME into docs/benchmarks/")
     parser.add_argument("--title", default="Settings compared on the development set")
     args = parser.parse_args()
     settings = [s if s == "patchcore" else json.loads(s) for s in args.settings]
@@ -129,6 +127,9 @@ def main():
         data = load_anomaly_folder(data_dir() / category, image_size=256)
         if args.any_pose:
             data = any_pose(data)
+        if args.held_out:
+            data.train_images, held_out = held_out_set(data.train_images)
+            data.update(held_out)
         for seed in seeds:
             train = data.train_images
             if args.n_train and args.n_train < len(train):
@@ -159,17 +160,17 @@ def main():
             chosen = sorted({f["chosen"] for f in runs if f["chosen"]})
             row.append(", ".join(f"{c} ({sum(f['chosen'] == c for f in runs)})" for c in chosen))
             rows.append(row)
+    scored = ("10 % of the good training images, held out of the fit, as they are and with planted defects"
+              if args.held_out else "the test images")
     regime = ("every image turned by a random flip or quarter turn; " if args.any_pose else "") + (
               f"{args.n_train} training images, {args.draws} random draws (mean ± sd)" if args.n_train
               else f"all training images, seeds {list(seeds)}")
     header = ["dataset", "setting", "train images", *metrics, "augmentation chosen (fits)"]
     if args.write:
         write_table(args.write, args.title, header, rows,
-                    notes=f"Fitted on {regime}, images at 256×256, scored on the test images; pooled: the mean "
-                          "over datasets (and draws or seeds). ``python benchmarks/compare.py "
-                          + " ".join(f"'{s}'" if s != "patchcore" else s for s in args.settings)
-                          + (f" --n-train {args.n_train} --draws {args.draws}" if args.n_train else "")
-                          + (" --any-pose" if args.any_pose else "") + "``.")
+                    notes=f"Fitted on {regime}, images at 256×256, scored on {scored}; pooled: the mean over "
+                          "datasets (and draws or seeds). ``python benchmarks/compare.py "
+                          f"{shlex.join(sys.argv[1:])}``.")
     else:
         for row in [header, *rows]:
             print(" | ".join(map(str, row)))

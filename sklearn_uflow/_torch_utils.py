@@ -1,6 +1,8 @@
-"""Small torch helpers: device resolution and seeding without global side effects."""
+"""Small torch helpers: device resolution, seeding without global side effects, and pickling through the CPU."""
 
 import contextlib
+import copy
+import warnings
 
 import numpy as np
 import torch
@@ -54,3 +56,28 @@ def torch_threads(n):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class TorchStateMixin:
+    """Pickle torch modules through the CPU, so that a model fitted on a GPU
+    loads on a machine without one (the skorch approach)."""
+
+    _torch_attributes = ()
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: never alter the live estimator
+        for name in self._torch_attributes:
+            if name in state:
+                state[name] = copy.deepcopy(state[name]).cpu()
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "device_" in state:
+            if self.device_.type == "cuda" and not torch.cuda.is_available():
+                warnings.warn("the model was fitted on CUDA, which is not available here; using the CPU.",
+                              stacklevel=2)
+                self.device_ = torch.device("cpu")
+            for name in self._torch_attributes:
+                if name in state:
+                    getattr(self, name).to(self.device_)

@@ -30,6 +30,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._images import resize_maps
 from .features import split_features
 from .scoring import smoothed_anomaly_maps
 
@@ -482,14 +483,6 @@ def significant_regions(u, df, total_pixels=None, null=None):
     return labels, log_nfa[best]
 
 
-def _nearest_resize(image, size):
-    """Nearest-neighbour resize: repeats values, never invents new ones."""
-    h, w = image.shape
-    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
-    return image[np.ix_(rows, cols)]
-
-
 def _image_log_nfa(squared_norms, null, size):
     """log10 NFA map of one image from its per-scale ``u`` maps."""
     pixels = [u.size for u in squared_norms]
@@ -497,7 +490,8 @@ def _image_log_nfa(squared_norms, null, size):
     for u, model in zip(squared_norms, null):
         labels, log_nfa = significant_regions(u, None, sum(pixels), model)
         scale_map = np.concatenate(([np.inf], log_nfa))[labels]
-        np.minimum(merged, _nearest_resize(scale_map, size), out=merged)
+        np.minimum(merged, resize_maps(torch.from_numpy(scale_map)[None], size, mode="nearest")[0].numpy(),
+                   out=merged)
     return merged
 
 

@@ -84,7 +84,7 @@ def _score_task(detector, files, names, output_dir, epsilon):
             rows[name] = _row(name, str(exc).splitlines()[0])
     if images:
         try:
-            maps, log_nfa = detector._maps_and_log_nfa(np.stack(images))
+            maps, log_nfa = detector.maps_and_log_nfa(np.stack(images))
             rows |= {row["image"]: row for row in write_outputs(images, maps, log_nfa, read, output_dir, epsilon)}
         except Exception as exc:  # noqa: BLE001 - one task's failure must not end the run
             rows |= {name: _row(name, _error(exc)) for name in read}
@@ -151,7 +151,7 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
     if getattr(detector, "extractor_", None) is None:
         raise TypeError("score_files needs a detector with its own feature step, not extractor='precomputed'.")
     epsilon = detector.epsilon if epsilon is None else epsilon
-    files_per_task = files_per_task or detector._scoring_batch_size
+    files_per_task = files_per_task or detector.scoring_batch_size
     files = [os.fspath(f) for f in files]
     names = _output_names(files)
     output_dir = Path(output_dir)

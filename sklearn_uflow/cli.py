@@ -88,7 +88,7 @@ def _write_predictions(detector, images, names, out, epsilon):
     from .batch import write_outputs, write_results
 
     out.mkdir(parents=True, exist_ok=True)
-    maps, log_nfa = detector._maps_and_log_nfa(images)
+    maps, log_nfa = detector.maps_and_log_nfa(images)
     rows = write_outputs(images, maps, log_nfa, names, out, epsilon)
     write_results(rows, out / "results.csv")
     _report(rows, out, epsilon)
@@ -162,7 +162,7 @@ def cmd_evaluate(args):
                                color="gray" if detector.n_channels_ == 1 else "rgb")
     if data.test_images is None:
         raise CommandError(f"{args.dataset_dir} has no test images")
-    maps, log_nfa = detector._maps_and_log_nfa(data.test_images)
+    maps, log_nfa = detector.maps_and_log_nfa(data.test_images)
     _metric_table(maps, log_nfa, data.test_masks, data.test_labels, args.epsilon or detector.epsilon)
 
 

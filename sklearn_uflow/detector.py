@@ -7,15 +7,17 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin, clone
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._images import as_image_array, check_images
-from ._torch_utils import resolve_device, seed_from
-from .acontrario import ACotrarioSegmenter
-from .features import _TorchStateMixin, make_feature_extractor, split_features
-from .flow import FlowTraining, build_uflow, latent_shapes
+from ._torch_utils import TorchStateMixin, resolve_device, seed_from
+from .acontrario import ACotrarioSegmenter, NullModel
+from .features import CNN_PRESETS, BaseFeatureExtractor, make_feature_extractor, split_features
+from .flow import build_uflow, latent_shapes
 from .scoring import smoothed_anomaly_maps
-from .symmetries import apply_symmetry, symmetries
+from .symmetries import AUGMENTATIONS, apply_symmetry, symmetries
+from .training import FlowTraining
 
 __all__ = ["UFlowDetector"]
 
@@ -23,6 +25,11 @@ __all__ = ["UFlowDetector"]
 # with the lowest validation loss goes on alone.
 AUTO_AUGMENTATIONS = {"square": ("none", "eight"), "oblong": ("none", "flips")}
 AUTO_PROBE_SHARE = 0.2
+
+
+def _prefixed(tensors, prefix):
+    """The tensors whose names start with ``prefix``, without it."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _normal_images(images, y):
@@ -46,201 +53,101 @@ def _normal_images(images, y):
     return images[normal]
 
 
-class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
+class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
     """U-Flow: image anomaly detection and segmentation with a normalizing flow.
 
-    Fitted on defect-free images, it maps the multi-scale features of a frozen
-    backbone through a U-shaped normalizing flow to latents that are
-    N(0, 1) under normality. From the latents it gives, for each new image,
-    an anomaly map (:meth:`anomaly_maps`), a map of the number of false alarms
-    (:meth:`log_nfa_maps`) and a segmentation mask whose threshold ``epsilon``
-    is the expected number of false regions per image under normality, so it
-    needs no labelled defects (:meth:`predict_masks`).
+    Fitted on defect-free images, it maps a frozen backbone's multi-scale
+    features through a U-shaped normalizing flow to latents that are N(0, 1)
+    under normality, and gives each new image an anomaly map and a mask whose
+    threshold needs no labelled defect.
 
     Parameters
     ----------
     extractor : str or BaseFeatureExtractor, default="mscait"
-        The feature step: ``"mscait"`` (the paper's MS-CaiT, for a GPU),
-        ``"efficientnet_lite0"`` (offline ImageNet weights, fast on a CPU),
-        ``"efficientnet_lite2"`` (offline too, deeper and slower),
-        ``"resnet18"``, ``"wide_resnet50_2"``, or a feature transformer
-        instance (to set its ``input_size``, ``weights``...).
-        ``"precomputed"``: ``X`` holds rows of features made by a feature
-        step, as the last step of a :class:`~sklearn.pipeline.Pipeline`;
-        ``feature_shapes`` then says how to read them.
+        The feature step: ``"mscait"`` (the paper's, for a GPU),
+        ``"efficientnet_lite0"`` or ``"efficientnet_lite2"`` (offline, for a
+        CPU), ``"resnet18"``, ``"wide_resnet50_2"``, an instance, or
+        ``"precomputed"`` (``X`` holds rows of features).
     feature_shapes : list of (C, H, W), default=None
-        With ``extractor="precomputed"``: the feature step's
-        ``feature_shapes_``. Ignored otherwise.
+        With ``"precomputed"``: the feature step's ``feature_shapes_``.
     image_size : tuple of int, default=None
-        With ``extractor="precomputed"``: the ``(H, W)`` of the images the
-        features came from, the size of the maps and masks returned (default:
-        the finest feature map's size). Ignored otherwise.
+        With ``"precomputed"``: the ``(H, W)`` of the maps returned.
     n_flow_steps : int, default=4
-        Flow steps per scale.
+        Flow steps per scale, >= 1.
     affine_clamp : float, default=2.0
-        Bound of the coupling log-scales, soft-clamped as
-        ``affine_clamp * tanh(s)``; 2.0 scored better than 1.0 and 3.0 on
-        held-out images (``benchmarks/select_clamp.py``).
+        Soft bound of the couplings' log-scales, > 0.
     image_context : bool, default=True
-        Whether each coupling also sees the image's context: its scale's
-        features averaged over the whole image. This lets the flow flag a
-        large region whose texture is normal for some images but not for the
-        rest of this one. Chosen on synthetic defects planted in held-out
-        training images (``benchmarks/select_image_context.py``), where it
-        helps most families but loses to the paper's flow on large changes of
-        surface finish within an image: prefer False, the paper's flow, where
-        defects are mostly of that kind.
+        Whether couplings also see their scale's mean features. False gives
+        the paper's flow.
     positional_encoding : int, default=4
-        Number of frequencies of the cosines of the row and of the column
-        that each coupling also sees, through a map added to its hidden
-        layer (:func:`~sklearn_uflow.flow.position_cosines`): what is
-        normal may depend on where it is in the image (a tile's edges,
-        uneven lighting, a part held in a fixture). Chosen on held-out
-        images over three seeds (``benchmarks/select_positions.py``): 4
-        raised the large planted defects of Magnetic Tile by about 3 points
-        of pixel AUROC and left MPDD, whose parts hang at any angle, within
-        0.3 point. 0 gives the paper's couplings, which do not know where
-        they are.
+        Cosine frequencies of the row and column that each coupling sees,
+        >= 0. 0 gives the paper's couplings.
     map_smoothing : "auto" or float, default="auto"
-        Standard deviation of the Gaussian filter applied to the anomaly
-        maps. ``"auto"``: 1/64 of the image's height and width, the width
-        chosen on held-out images with the Lite0 preset at its default input
-        size, 256 (one cell of its 64x64 finest latent grid;
-        ``benchmarks/select_pooled_score.py``), kept in proportion to the
-        image whatever the backbone and its input size. A float: in cells of the finest latent
-        grid (the backbone's input size / 4 for the CNN presets, 28 cells for
-        MS-CaiT); 0 keeps the paper's map as it is. The masks follow this
-        map's outline (see ``segmenter_``). A wider filter helps large, faint
-        defects (2.0 at input size 256 raised the large held-out ones) and
-        widens the halos around strong ones, whose false positives then hide
-        small defects elsewhere.
+        The maps' Gaussian filter, in cells of the finest latent grid, >= 0
+        (0: the paper's map); ``"auto"``: 1/64 of the image's side.
     augmentation : {"auto", "none", "flips", "quarter_turns", "eight"}, default="auto"
-        Also fit on copies of the training images turned by symmetries of
-        the frame (:mod:`~sklearn_uflow.symmetries`), for parts whose pose
-        varies: ``"flips"`` (left-right, up-down and both),
-        ``"quarter_turns"`` (square images only) or ``"eight"`` (both). The
-        backbone runs once per copy; an epoch still takes each image once,
-        in a copy drawn at random, so training takes as many steps as
-        without. ``"auto"`` lets the data decide: a flow without copies and
-        one with ``"eight"`` (``"flips"`` for oblong images) train side by
-        side for the first fifth of ``max_epochs``, then the one whose
-        held-out images have the lower loss goes on alone; without held-out
-        images, ``"none"``. Held-out images are never copies. See
-        ``augmentation_``.
+        Also fit on flipped or turned copies of the training images, for
+        parts whose pose varies, in as many steps. ``"auto"`` races a flow
+        without copies against one with them and keeps the lower held-out
+        loss.
     max_epochs : int, default=25
-        Maximum passes over the training images. The learning rate decays
-        to zero over them. With several hundred training images, 15 fit in
-        60 % of the time and scored as well on held-out defects.
+        Maximum epochs, >= 1.
     batch_size : int, default=4
-        Images per optimisation step. Batches of eight with
-        ``learning_rate=0.014`` fit about a fifth faster on a 2-core CPU and
-        scored 0.15 point lower on held-out defects
-        (``benchmarks/select_batch_size.py``).
+        Images per step, >= 1.
     learning_rate : float, default=1e-2
-        Adam's peak learning rate (warm-up, then cosine decay per iteration).
-        This default, ``max_epochs`` and ``map_smoothing`` were chosen on
-        synthetic defects planted in held-out good training images of the
-        benchmark datasets and on ``make_defects``, never on test images
-        (see the benchmarks page of the documentation).
+        AdamW's peak learning rate, > 0.
     weight_decay : float, default=0.01
-        Decoupled weight decay (AdamW) of the couplings' weights: each step
-        shrinks them by ``learning_rate * weight_decay`` (times the
-        schedule's factor) of their size, towards the identity coupling. Not
-        an L2 term added to the gradient: the loss sums over every feature
-        of an image, and its gradients are hundreds of times the weights.
-        Chosen on held-out images: 0.01 beat none over three seeds, and 0.1
-        and 1 did worse with one; 0 trains without it.
-    feature_noise : float, default=0.0
-        Gaussian noise added to the training features at every step, in
-        standard deviations of each channel: the flow fits their density
-        smoothed by it. The validation loss and the scores use the features
-        as they are. On held-out images its effect followed the data, not
-        the number of training images: 0.05 and 0.1 raised the AUPRO of
-        MPDD's small and large planted defects by 0.9 to 2.8 points, and
-        lowered the scores of Magnetic Tile (most on its large defects; also
-        when fitted on 49 of its images) and of small synthetic sets. No
-        noise, the default, was kept over three seeds.
+        Decoupled weight decay of the couplings' weights, >= 0.
     validation_fraction : float, default=0.1
-        Share of the training images held out to stop training early and
-        keep the best weights. 0 trains for ``max_epochs`` on all images.
+        Share of the training images held out, in [0, 1).
     n_iter_no_change : int, default=5
-        Epochs without improvement of the validation loss before stopping.
+        Epochs without improvement before stopping, >= 1.
     tol : float, default=1e-4
-        Improvement (bits per dimension) that counts.
+        Improvement (bits per dimension) that counts, >= 0.
     contamination : "auto" or float, default="auto"
         ``"auto"``: an image is an outlier when it has an epsilon-meaningful
-        region (``offset_ = log10(epsilon)``), a decision fixed by theory. A
-        float in (0, 0.5]: the share of training images declared outliers,
-        setting ``offset_`` at that percentile of their scores.
+        region. A float in (0, 0.5]: the share of training outliers.
     epsilon : float, default=1.0
-        The number of false alarms (NFA) that a region may have and still be
-        detected, > 0: under normality, at most ``epsilon`` false regions
-        per image are expected, so 1 means about one false region per image
-        in the worst case and 0.01 one per hundred images. It sets the masks
-        and, with ``contamination="auto"``, the image decision; it needs no
-        labelled defects. Smaller values detect fewer, stronger regions.
+        The NFA threshold, > 0: the expected number of false regions per
+        normal image (1: about one per image; 0.01: one per hundred). It
+        sets the masks and, with ``contamination="auto"``, the decision.
     nfa_null : {"empirical", "theory"}, default="empirical"
-        The law of the latents of normal images that the NFA is computed
-        against. ``"empirical"``: the scaled chi-square law and spatial
-        correlation measured on the held-out normal images
-        (:func:`~sklearn_uflow.acontrario.fit_null`); a trained flow leaves
-        channels and neighbouring pixels dependent, and the theory then
-        flags regions in normal images. ``"theory"``: i.i.d. N(0, 1), as the
-        paper assumes of a perfect flow.
-    device : str, default="auto"
-        ``"auto"``, ``"cpu"``, ``"cuda"``; resolved into ``device_``.
+        The null law of the NFA: measured on held-out images, or the paper's
+        i.i.d. N(0, 1).
+    device : str or torch.device, default="auto"
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
     random_state : int, RandomState instance or None, default=None
-        Seeds the validation split, the initial weights and the batch order;
-        with an int, fitting is reproducible on a CPU (on one kind of CPU:
-        another one's floating-point kernels move the scores in the second
-        decimal).
+        Seeds the held-out split, the initial weights and the batch order.
     verbose : int, default=0
-        Progress bars for feature extraction and training.
+        Progress bars when positive.
     n_jobs : int, default=None
         Images segmented in parallel by joblib.
 
     Attributes
     ----------
     extractor_ : BaseFeatureExtractor or None
-        The fitted feature step (None with ``extractor="precomputed"``).
+        The fitted feature step, or None.
     flow_ : torch.nn.Module
         The trained flow.
     feature_shapes_, latent_shapes_ : list of tuple of int
         ``(C, H, W)`` per scale, finest first.
-    image_size_ : tuple of int
-        ``(H, W)`` of the training images; new images must match it.
-    n_channels_ : int
-        Channels of the training images.
+    image_size_, n_channels_ : tuple of int, int
+        ``(H, W)`` and channels of the training images.
     offset_ : float
         ``decision_function = score_samples - offset_``.
     augmentation_ : str
-        The augmentation the flow was fitted with (with ``"auto"``, the
-        one chosen; ``history_["augmentation_val_bpd"]`` holds the
-        candidates' held-out losses when they raced).
+        The augmentation fitted with.
     segmenter_ : ACotrarioSegmenter
-        The a contrario step, fitted on the latents of the held-out images
-        (of the training images with ``validation_fraction=0``): its
-        ``null_`` is the law of normal latents per scale, its
-        ``map_level_`` what the anomaly map of a normal image reaches (the
-        median of the held-out maps' maxima). The masks, NFA maps and
-        scores come from it; set its ``delineation`` to ``"tree"`` for the
-        paper's regions.
+        The fitted a contrario step.
     history_ : dict
-        Training and validation loss per epoch (bits per dimension), the
-        best epoch and the training time in seconds.
+        Losses per epoch, best epoch, seconds.
     device_ : torch.device
         Where the flow runs.
 
     Notes
     -----
-    ``score_samples`` is the smallest log10 NFA of the image (higher means
-    more normal): it is what the unsupervised decision thresholds, so scores,
-    decisions and masks agree. The paper's image score (Appendix A), the
-    maximum of the anomaly map, is ``anomaly_maps(X).max(axis=(1, 2))``.
-
-    ``fit`` accepts ``y``: image labels (0 = normal) or masks; only the
-    normal images are used, so the detector can be cross-validated on a
-    labelled test set with the scorers of :mod:`sklearn_uflow.metrics`.
+    ``score_samples`` is the image's smallest log10 NFA; the paper's image
+    score is ``anomaly_maps(X).max(axis=(1, 2))``.
 
     Examples
     --------
@@ -251,14 +158,38 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
     ...                          random_state=0).fit(X[y == 0])
     >>> detector.anomaly_maps(X[:2]).shape
     (2, 64, 64)
-    >>> detector.predict_masks(X[:2]).dtype
-    dtype('bool')
     """
+
+    _parameter_constraints = {
+        "extractor": [StrOptions({"mscait", "precomputed", *CNN_PRESETS}), BaseFeatureExtractor],
+        "feature_shapes": [list, tuple, None],
+        "image_size": [tuple, list, None],
+        "n_flow_steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "affine_clamp": [Interval(numbers.Real, 0, None, closed="neither")],
+        "image_context": ["boolean"],
+        "positional_encoding": [Interval(numbers.Integral, 0, None, closed="left")],
+        "map_smoothing": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="left")],
+        "augmentation": [StrOptions({"auto", *AUGMENTATIONS})],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "contamination": [StrOptions({"auto"}), Interval(numbers.Real, 0, 0.5, closed="right")],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "nfa_null": [StrOptions({"empirical", "theory"})],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "n_jobs": [numbers.Integral, None],
+    }
 
     def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4,
                  affine_clamp=2.0, image_context=True, positional_encoding=4, map_smoothing="auto",
                  augmentation="auto", max_epochs=25,
-                 batch_size=4, learning_rate=1e-2, weight_decay=0.01, feature_noise=0.0, validation_fraction=0.1,
+                 batch_size=4, learning_rate=1e-2, weight_decay=0.01, validation_fraction=0.1,
                  n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, nfa_null="empirical",
                  device="auto", random_state=None, verbose=0, n_jobs=None):
         self.extractor = extractor
@@ -274,7 +205,6 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
-        self.feature_noise = feature_noise
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
@@ -288,44 +218,16 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def _check_params(self):
-        if not (isinstance(self.epsilon, numbers.Real) and self.epsilon > 0):
-            raise ValueError(f"epsilon must be a positive number, got {self.epsilon!r}.")
-        if self.contamination != "auto" and not (
-            isinstance(self.contamination, numbers.Real) and 0 < self.contamination <= 0.5
-        ):
-            raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}.")
+        """What the constraints of each parameter alone cannot say."""
+        self._validate_params()
         if self._precomputed and not self.feature_shapes:
             raise ValueError("extractor='precomputed' needs feature_shapes, the feature step's feature_shapes_.")
-        if self.augmentation != "auto":
-            symmetries(self.augmentation, (1, 1))
-            if self._precomputed and self.augmentation != "none":
-                raise ValueError("extractor='precomputed' takes rows of features, which cannot be turned or "
-                                 "flipped: use augmentation='none'.")
-        if self.nfa_null not in ("empirical", "theory"):
-            raise ValueError(f"nfa_null must be 'empirical' or 'theory', got {self.nfa_null!r}.")
+        if self._precomputed and self.augmentation not in ("auto", "none"):
+            raise ValueError("extractor='precomputed' takes rows of features, which cannot be turned or "
+                             "flipped: use augmentation='none'.")
         if self.nfa_null == "empirical" and not self.validation_fraction:
             raise ValueError("nfa_null='empirical' needs held-out images: set validation_fraction > 0, "
                              "or use nfa_null='theory'.")
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}.")
-        for name in ("max_epochs", "batch_size", "n_flow_steps", "n_iter_no_change"):
-            value = getattr(self, name)
-            if not (isinstance(value, numbers.Integral) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if not (isinstance(self.positional_encoding, numbers.Integral) and self.positional_encoding >= 0):
-            raise ValueError(f"positional_encoding must be a non-negative integer, got {self.positional_encoding!r}.")
-        smoothing = self.map_smoothing
-        if not (smoothing == "auto" if isinstance(smoothing, str) else
-                isinstance(smoothing, numbers.Real) and smoothing >= 0):
-            raise ValueError(f"map_smoothing must be 'auto' or a non-negative number, got {self.map_smoothing!r}.")
-        for name in ("learning_rate", "affine_clamp"):
-            value = getattr(self, name)
-            if not (isinstance(value, numbers.Real) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}.")
-        for name in ("weight_decay", "feature_noise", "tol"):
-            value = getattr(self, name)
-            if not (isinstance(value, numbers.Real) and value >= 0):
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
 
     def _build_flow(self, seed=0):
         return build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp,
@@ -384,7 +286,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
 
         seed = seed_from(rng)
         options = dict(max_epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                       weight_decay=self.weight_decay, feature_noise=self.feature_noise,
+                       weight_decay=self.weight_decay,
                        n_iter_no_change=self.n_iter_no_change, tol=self.tol, device=self.device_, seed=seed,
                        verbose=self.verbose)
         trainings = []
@@ -420,10 +322,68 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         if self.contamination == "auto":
             self.offset_ = float(np.log10(self.epsilon))
         else:  # the scores of the training images, from the cached features
-            scores = [self._score(self._latents_of([f[i : i + self._scoring_batch_size] for f in features]))
+            scores = [self._score(self._latents_of([f[i : i + self.scoring_batch_size] for f in features]))
                       for features in (train_features, val_features) if features is not None
-                      for i in range(0, len(features[0]), self._scoring_batch_size)]
+                      for i in range(0, len(features[0]), self.scoring_batch_size)]
             self.offset_ = float(np.percentile(np.concatenate(scores), 100.0 * self.contamination))
+        return self
+
+    # ---------------------------------------------------------- model files
+    def get_fitted_state(self):
+        """The fitted state, as :mod:`~sklearn_uflow.model_file` stores it.
+
+        Returns
+        -------
+        tensors : dict of str to torch.Tensor
+            The flow's weights (``flow.*``) and the backbone's
+            (``extractor.*``), on the CPU.
+        state : dict
+            The other fitted attributes, as JSON-serialisable values.
+        """
+        check_is_fitted(self, "flow_")
+        if self.extractor_ is None:
+            raise TypeError("a detector on precomputed features has no feature step to save; save the Pipeline.")
+        backbone, extractor_state = self.extractor_.get_fitted_state()
+        tensors = {**{f"flow.{k}": v for k, v in self.flow_.state_dict().items()},
+                   **{f"extractor.{k}": v for k, v in backbone.items()}}
+        segmenter = self.segmenter_
+        state = {
+            "extractor_": extractor_state, "latent_shapes_": self.latent_shapes_, "image_size_": self.image_size_,
+            "n_channels_": self.n_channels_, "offset_": self.offset_, "augmentation_": self.augmentation_,
+            "segmenter_": {"params": segmenter.get_params(), "null_": [list(m) for m in segmenter.null_],
+                           "map_level_": segmenter.map_level_},
+            "history_": self.history_,
+        }
+        return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, state
+
+    def set_fitted_state(self, tensors, state):
+        """Restore what :meth:`get_fitted_state` returned, on this
+        detector's ``device`` (the CPU where CUDA is absent).
+
+        Returns
+        -------
+        self : object
+        """
+        self._check_params()
+        self.device_ = resolve_device(self.device) if torch.cuda.is_available() else torch.device("cpu")
+        extractor = clone(make_feature_extractor(self.extractor))
+        self.extractor_ = extractor.set_fitted_state(_prefixed(tensors, "extractor."), state["extractor_"],
+                                                     self.device_)
+        self.feature_shapes_ = self.extractor_.feature_shapes_
+        self.latent_shapes_ = [tuple(s) for s in state["latent_shapes_"]]
+        self.image_size_ = tuple(state["image_size_"])
+        self.n_channels_ = int(state["n_channels_"])
+        self.offset_ = float(state["offset_"])
+        self.augmentation_ = str(state["augmentation_"])
+        segmenter = state["segmenter_"]
+        params = {**segmenter["params"], "latent_shapes": self.latent_shapes_,
+                  "output_size": tuple(segmenter["params"]["output_size"])}
+        self.segmenter_ = ACotrarioSegmenter(**params).restore_fit(
+            [NullModel(*map(float, m)) for m in segmenter["null_"]], float(segmenter["map_level_"]))
+        self.history_ = state["history_"]
+        flow = self._build_flow()
+        flow.load_state_dict(_prefixed(tensors, "flow."), strict=True)
+        self.flow_ = flow.to(self.device_).eval().requires_grad_(False)
         return self
 
     # -------------------------------------------------------------- scoring
@@ -436,8 +396,8 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         raw = self._as_input(X)
         several = isinstance(dtype, tuple)
         outs = None
-        for start in range(0, len(raw), self._scoring_batch_size):
-            results = compute(self._latents_of(self._features(raw[start : start + self._scoring_batch_size])))
+        for start in range(0, len(raw), self.scoring_batch_size):
+            results = compute(self._latents_of(self._features(raw[start : start + self.scoring_batch_size])))
             results = results if several else (results,)
             if outs is None:
                 outs = [np.empty((len(raw), *np.shape(r)[1:]), dtype=t)
@@ -447,7 +407,7 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         return tuple(outs) if several else outs[0]
 
     @property
-    def _scoring_batch_size(self):
+    def scoring_batch_size(self):
         """Images scored together: enough to keep the CPU busy, few enough
         that memory does not grow with the collection. Results depend on it in
         the last bits (convolution kernels are chosen per batch size), so
@@ -512,10 +472,9 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
 
     def latents(self, X):
         """The flow's latents: a list of ``(n_images, C, H, W)`` tensors, finest first."""
-        sizes = np.cumsum([0] + [int(np.prod(s)) for s in self.latent_shapes_])
-        rows = self._batched(X, lambda z: torch.cat([t.flatten(1).cpu() for t in z], 1).numpy(), np.float32)
-        return [torch.from_numpy(rows[:, a:b]).reshape(-1, *s)
-                for a, b, s in zip(sizes[:-1], sizes[1:], self.latent_shapes_)]
+        check_is_fitted(self, "flow_")
+        scales = self._batched(X, lambda z: tuple(t.cpu().numpy() for t in z), (np.float32,) * len(self.latent_shapes_))
+        return [torch.from_numpy(z) for z in scales]
 
     def anomaly_maps(self, X):
         """Anomaly maps (the paper's equation 2) at the images' size,
@@ -550,9 +509,20 @@ class UFlowDetector(_TorchStateMixin, OutlierMixin, BaseEstimator):
         """
         return self._batched(X, self._log_nfa, np.float64)
 
-    def _maps_and_log_nfa(self, X):
-        """:meth:`anomaly_maps` and :meth:`log_nfa_maps` from one pass of
-        the backbone and the flow."""
+    def maps_and_log_nfa(self, X):
+        """:meth:`anomaly_maps` and :meth:`log_nfa_maps` from one pass of the
+        backbone and the flow.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W, C) or (n_images, H, W)
+            Images of the training images' size.
+
+        Returns
+        -------
+        maps : ndarray of shape (n_images, H, W), float32
+        log_nfa : ndarray of shape (n_images, H, W), float64
+        """
         def both(latents):
             maps = self._map(latents)
             # The segmenter's level was fitted on maps of its own smoothing,

@@ -8,22 +8,21 @@ fitted ``feature_shapes_``. Inside the library the tensors are passed directly
 (:meth:`BaseFeatureExtractor.extract`), which avoids the copy.
 """
 
-import copy
 import numbers
 import os
 import re
-import warnings
 
 import numpy as np
 import timm
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ._images import as_image_array, check_images, images_to_tensor
-from ._torch_utils import resolve_device
+from ._torch_utils import TorchStateMixin, resolve_device
 
 __all__ = [
     "BaseFeatureExtractor",
@@ -39,9 +38,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UNTRAINED = "untrained"
 
-# ``pooling="auto"``: windows of AUTO_POOLING cells at input size 256 (chosen on held-out training images,
-# over seeds) and the same share of the image at other sizes (chosen on small images):
-# benchmarks/select_over_seeds.py and select_defaults_small_data.py.
+# ``pooling="auto"``: windows of AUTO_POOLING cells at input size 256, the same share of the image at others.
 AUTO_POOLING = 3
 
 # timm model names. Their ``features_only`` levels 0 to 4 are at strides 2, 4, 8, 16 and 32.
@@ -51,6 +48,8 @@ CNN_PRESETS = {
     "efficientnet_lite0": "tf_efficientnet_lite0",
     "efficientnet_lite2": "tf_efficientnet_lite2",
 }
+# The strides of timm's five feature levels for every preset, known before a backbone is built, so that
+# bad ``strides`` fail before any weights load (timm's feature_info needs the model).
 CNN_STRIDES = (2, 4, 8, 16, 32)
 
 
@@ -229,6 +228,8 @@ def fold_batch_norms(module):
         if not (isinstance(conv, torch.nn.Conv2d) and type(norm) in (torch.nn.BatchNorm2d, BatchNormAct2d)
                 and norm.track_running_stats and norm.num_features == conv.out_channels):
             continue
+        # By hand in float64, not torch's fuse_conv_bn_weights (float32): both are within 4e-6 of the
+        # unfolded float64 features on Lite0, but only this keeps every recorded figure's bits.
         with torch.no_grad():  # the parameters may still require gradients here
             scale = norm.running_var.double().add(norm.eps).rsqrt()
             bias = -norm.running_mean.double() * scale
@@ -245,32 +246,7 @@ def fold_batch_norms(module):
     return module
 
 
-class _TorchStateMixin:
-    """Pickle torch modules through the CPU, so that a model fitted on a GPU
-    loads on a machine without one (the skorch approach)."""
-
-    _torch_attributes = ()
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())  # a copy: never alter the live estimator
-        for name in self._torch_attributes:
-            if name in state:
-                state[name] = copy.deepcopy(state[name]).cpu()
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        if "device_" in state:
-            if self.device_.type == "cuda" and not torch.cuda.is_available():
-                warnings.warn("the model was fitted on CUDA, which is not available here; using the CPU.",
-                              stacklevel=2)
-                self.device_ = torch.device("cpu")
-            for name in self._torch_attributes:
-                if name in state:
-                    getattr(self, name).to(self.device_)
-
-
-class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
+class BaseFeatureExtractor(TorchStateMixin, TransformerMixin, BaseEstimator):
     """Common machinery of the feature steps: validation, batching, device,
     resizing, normalisation and the flattened output.
 
@@ -281,7 +257,13 @@ class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
     """
 
     _torch_attributes = ("model_",)
+    _parameter_constraints = {
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "verbose": ["verbose"],
+    }
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Load the backbone and record the feature shapes.
 
@@ -305,6 +287,29 @@ class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
         model.eval().requires_grad_(False)
         self.model_ = model.to(self.device_)
         self.feature_shapes_ = [tuple(m.shape[1:]) for m in self.extract(images[:1])]
+        self.n_scales_ = len(self.feature_shapes_)
+        self.n_features_out_ = sum(int(np.prod(s)) for s in self.feature_shapes_)
+        return self
+
+    def get_fitted_state(self):
+        """The backbone's weights (on the CPU) and the other fitted
+        attributes as JSON-serialisable values, for model files."""
+        check_is_fitted(self, "model_")
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
+        return tensors, {"n_channels_": self.n_channels_, "feature_shapes_": [list(s) for s in self.feature_shapes_]}
+
+    def set_fitted_state(self, tensors, state, device):
+        """Restore what :meth:`get_fitted_state` returned on ``device``: the
+        backbone is built without weights, then given ``tensors``."""
+        self._validate_params()
+        weights = self.weights
+        model = self.set_params(weights="untrained")._build_model()
+        self.set_params(weights=weights)
+        model.load_state_dict(tensors, strict=True)
+        self.device_ = torch.device(device)
+        self.model_ = model.eval().requires_grad_(False).to(self.device_)
+        self.n_channels_ = int(state["n_channels_"])
+        self.feature_shapes_ = [tuple(int(v) for v in s) for s in state["feature_shapes_"]]
         self.n_scales_ = len(self.feature_shapes_)
         self.n_features_out_ = sum(int(np.prod(s)) for s in self.feature_shapes_)
         return self
@@ -347,8 +352,6 @@ class BaseFeatureExtractor(_TorchStateMixin, TransformerMixin, BaseEstimator):
             # Measured on a 2-core CPU: tiny batches stay in cache and run
             # fastest (Lite0 at 256x256: 9 ms/image with 2, 20 with 8).
             return 32 if self.device_.type == "cuda" else 2
-        if not (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer or 'auto', got {self.batch_size!r}.")
         return int(self.batch_size)
 
     def transform(self, X):
@@ -403,30 +406,19 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         of the timm model. ``"untrained"``: random weights, only for testing
         shapes and wiring - the features are meaningless.
     input_size : int, default=256
-        Images are resized to ``input_size x input_size`` before the backbone.
+        Images are resized to ``input_size x input_size`` before the
+        backbone, >= 16.
     strides : tuple of int, default=(4, 8, 16)
         The backbone's output strides whose features are the scales, finest
         first, from 2, 4, 8, 16 and 32 (for the ResNets, stride 4 is layer 1
-        and 16 is layer 3). ``(8, 16)`` drops the finest scale: on held-out
-        planted defects it fitted in about half the time, scored better on
-        large low-contrast changes and worse on small defects (see the
-        benchmarks' strides selection).
+        and 16 is layer 3). ``(8, 16)`` drops the finest scale: about half
+        the fit time, for small defects found less well.
     pooling : "auto", int or tuple of int, default="auto"
-        Side, in feature cells, of the square window over which each scale's
-        features are averaged (stride 1: the shapes do not change); an int
-        applies to every scale, a tuple gives one per scale, finest
-        first; 1 leaves a scale as it is. This is PatchCore's local
-        neighbourhood aggregation. Averaging lowers the noise of the fine
-        scales, whose receptive fields are small, so that large low-contrast
-        changes stand out. ``"auto"``: 3 cells on every scale at
-        ``input_size=256`` (chosen on synthetic defects planted in held-out
-        training images, over three seeds), and the same share of the image
-        at other sizes: the largest odd number of cells up to
-        ``3 * input_size / 256``, at least 1, so no pooling below 256 (where
-        it did worse on small synthetic images) and 5 cells at 512 (not
-        measured on real images; on synthetic ones 3 did better there). Wider
-        windows on the coarser scales, such as ``(3, 5, 5)``, favour large
-        low-contrast defects over small ones.
+        Odd side, in feature cells, of the window over which each scale's
+        features are averaged (PatchCore's local neighbourhood aggregation;
+        the shapes do not change): an int for every scale, a tuple for each,
+        finest first; 1 leaves a scale as it is. ``"auto"``: the largest odd
+        number up to ``3 * input_size / 256``, at least 1 (3 at 256).
     batch_size : int or "auto", default="auto"
         Images per forward pass. ``"auto"``: 2 on a CPU (small batches stay
         in the cache and run fastest), 32 on a GPU.
@@ -465,6 +457,15 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
     [(40, 8, 8), (112, 4, 4)]
     """
 
+    _parameter_constraints = {
+        **BaseFeatureExtractor._parameter_constraints,
+        "backbone": [StrOptions(set(CNN_PRESETS))],
+        "weights": [str, os.PathLike],
+        "input_size": [Interval(numbers.Integral, 16, None, closed="left")],
+        "strides": ["array-like"],
+        "pooling": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left"), tuple],
+    }
+
     def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256, strides=(4, 8, 16),
                  pooling="auto", batch_size="auto", device="auto", verbose=0):
         self.backbone = backbone
@@ -477,11 +478,7 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         self.verbose = verbose
 
     def _build_model(self):
-        if self.backbone not in CNN_PRESETS:
-            raise ValueError(f"backbone={self.backbone!r} is not one of {sorted(CNN_PRESETS)}.")
         name = CNN_PRESETS[self.backbone]
-        if not (isinstance(self.input_size, numbers.Integral) and self.input_size >= 16):
-            raise ValueError(f"input_size must be an integer of at least 16, got {self.input_size!r}.")
         out_indices = self._check_strides()
         self._check_pooling(len(out_indices))  # fail before loading the weights
         if self.backbone in LITE_WEIGHTS and self.weights == "imagenet":
@@ -595,6 +592,8 @@ class MSCaiTTransformer(BaseFeatureExtractor):
 
     _input_size = 448
     _models = (("cait_m48_448", 41), ("cait_s24_224", 21))
+
+    _parameter_constraints = {**BaseFeatureExtractor._parameter_constraints, "weights": [str, dict]}
 
     def __init__(self, *, weights="imagenet", batch_size="auto", device="auto", verbose=0):
         self.weights = weights

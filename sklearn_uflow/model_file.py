@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -24,6 +23,7 @@ FORMAT = "sklearn-uflow-detector"
 # 3: the flow's couplings may have image-context weights (``image_context``).
 # 4: they may have positional weights (``positional_encoding``).
 # 5: the a contrario step is stored as the segmenter's fitted state.
+# 6: the augmentation the flow was fitted with, and the feature step's own fitted state.
 FORMAT_VERSION = 6
 
 
@@ -56,26 +56,12 @@ def save_detector(detector, path):
     """Write a fitted :class:`~sklearn_uflow.UFlowDetector` to ``path``."""
     from . import __version__
 
-    tensors = {f"flow.{k}": v.detach().cpu().contiguous() for k, v in detector.flow_.state_dict().items()}
-    tensors.update({f"extractor.{k}": v.detach().cpu().contiguous()
-                    for k, v in detector.extractor_.model_.state_dict().items()})
+    tensors, fitted = detector.get_fitted_state()
     params = detector.get_params(deep=False)
     params["extractor"] = _extractor_config(detector.extractor_)
     params["device"] = detector.device if isinstance(detector.device, str) else str(detector.device)
     if not (params["random_state"] is None or isinstance(params["random_state"], int)):
         params["random_state"] = None  # a RandomState instance does not travel
-    fitted = {
-        "feature_shapes_": detector.feature_shapes_,
-        "latent_shapes_": detector.latent_shapes_,
-        "image_size_": detector.image_size_,
-        "n_channels_": detector.n_channels_,
-        "offset_": detector.offset_,
-        "augmentation_": detector.augmentation_,
-        "segmenter_": {"params": detector.segmenter_.get_params(),
-                       "null_": [list(model) for model in detector.segmenter_.null_],
-                       "map_level_": detector.segmenter_.map_level_},
-        "history_": detector.history_,
-    }
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -127,50 +113,9 @@ def load_detector(path):
             raise ModelFileError(f"{path!r} names an unknown feature step {config.get('class')!r}.")
         # JSON turns tuples (the feature step's ``pooling``) into lists; turn them back.
         extractor_params = {k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()}
-        weights = extractor_params.pop("weights")
-        detector = UFlowDetector(classes[config["class"]](**extractor_params, weights=weights), **params)
-        detector._check_params()
+        detector = UFlowDetector(classes[config["class"]](**extractor_params), **params)
+        return detector.set_fitted_state(tensors, fitted)
     except ModelFileError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path!r} has unreadable parameters: {exc}") from None
-
-    from ._torch_utils import resolve_device
-
-    # A model fitted on a GPU loads on the CPU where no GPU is available.
-    device = resolve_device(params["device"]) if torch.cuda.is_available() else torch.device("cpu")
-    # The stored weights replace the backbone's; build it without downloading.
-    extractor = detector.extractor.__class__(**{**detector.extractor.get_params(), "weights": "untrained",
-                                               "device": str(device)})
-    extractor.fit(np.zeros((1, 8, 8, fitted["n_channels_"]), dtype=np.uint8))
-    extractor.model_.load_state_dict(_strip(tensors, "extractor."), strict=True)
-    extractor.set_params(weights=detector.extractor.weights)
-    detector.extractor_ = extractor
-    detector.device_ = device
-    detector.feature_shapes_ = [tuple(s) for s in fitted["feature_shapes_"]]
-    detector.latent_shapes_ = [tuple(s) for s in fitted["latent_shapes_"]]
-    detector.image_size_ = tuple(fitted["image_size_"])
-    detector.n_channels_ = int(fitted["n_channels_"])
-    detector.offset_ = float(fitted["offset_"])
-    detector.augmentation_ = str(fitted["augmentation_"])
-    detector.segmenter_ = _segmenter(fitted["segmenter_"])
-    detector.history_ = fitted["history_"]
-    flow = detector._build_flow()
-    flow.load_state_dict(_strip(tensors, "flow."), strict=True)
-    detector.flow_ = flow.to(device).eval().requires_grad_(False)
-    return detector
-
-
-def _segmenter(state):
-    """The fitted :class:`~sklearn_uflow.ACotrarioSegmenter` from its stored state."""
-    from .acontrario import ACotrarioSegmenter, NullModel
-
-    params = state["params"]
-    params["latent_shapes"] = [tuple(s) for s in params["latent_shapes"]]
-    params["output_size"] = tuple(params["output_size"])
-    null = [NullModel(*map(float, model)) for model in state["null_"]]
-    return ACotrarioSegmenter(**params).restore_fit(null, float(state["map_level_"]))
-
-
-def _strip(tensors, prefix):
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -10,6 +10,7 @@ It needs the ``dask`` extra: ``pip install 'sklearn-uflow[dask]'``.
 """
 
 import numpy as np
+from sklearn.utils._param_validation import HasMethods
 
 try:
     import dask
@@ -67,8 +68,15 @@ class ImageParallelPostFit(ParallelPostFit):
     (40, 32, 32)
     """
 
+    _parameter_constraints = {"estimator": [HasMethods(["fit", "score_samples"])], "scoring": [str, callable, None]}
+
     def __init__(self, estimator=None, scoring=None):
         super().__init__(estimator=estimator, scoring=scoring)
+
+    def fit(self, X, y=None, **kwargs):
+        """Fit the estimator in memory (see :class:`dask_ml.wrappers.ParallelPostFit`)."""
+        self._validate_params()
+        return super().fit(X, y, **kwargs)
 
     def _check_array(self, X):
         if not isinstance(X, da.Array):
@@ -77,7 +85,7 @@ class ImageParallelPostFit(ParallelPostFit):
         chunks = {axis: -1 for axis in range(1, X.ndim)}
         # Blocks cut at multiples of the detector's scoring batch put every
         # image in the batch it has in-process, hence the same bits.
-        batch = _detector(self._postfit_estimator)._scoring_batch_size
+        batch = _detector(self._postfit_estimator).scoring_batch_size
         sizes = X.chunks[0]
         if any(size % batch for size in sizes[:-1]):
             block = batch * max(1, round(max(sizes) / batch))

@@ -39,6 +39,20 @@ def fitted_detector(defects, small_extractor):
     return UFlowDetector(small_extractor, max_epochs=3, random_state=0, device="cpu").fit(X[y == 0])
 
 
+@pytest.fixture(scope="session")
+def saved(tmp_path_factory):
+    """A small fitted detector, the model file it was saved to, and images."""
+    from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
+    from sklearn_uflow.datasets import make_defects
+
+    X, y, _ = make_defects(n_samples=16, image_size=32, random_state=0)
+    detector = UFlowDetector(CNNFeatureTransformer(input_size=32), positional_encoding=2, augmentation="flips",
+                             max_epochs=1, random_state=0, device="cpu").fit(X[y == 0])
+    path = tmp_path_factory.mktemp("model") / "model.uflow"
+    detector.save(path)
+    return detector, path, X
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

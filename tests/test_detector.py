@@ -1,6 +1,4 @@
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -9,7 +7,6 @@ from scipy import ndimage
 
 from sklearn_uflow import ACotrarioSegmenter, CNNFeatureTransformer, UFlowDetector
 from sklearn_uflow.metrics import aupro, image_roc_auc, mean_iou, pixel_roc_auc
-from sklearn_uflow.scoring import smooth_maps
 from sklearn_uflow.symmetries import AUGMENTATIONS, apply_symmetry
 
 
@@ -46,7 +43,7 @@ def test_masks_come_from_the_composed_segmenter(fitted_detector, defects):
     # one pass for maps and NFA gives the same, also after the map's width changed
     detector = pickle.loads(pickle.dumps(fitted_detector))
     for width in ("auto", 0.0):
-        maps, together = detector.set_params(map_smoothing=width)._maps_and_log_nfa(X)
+        maps, together = detector.set_params(map_smoothing=width).maps_and_log_nfa(X)
         np.testing.assert_array_equal(together, log_nfa)
         np.testing.assert_array_equal(maps, detector.anomaly_maps(X))
 
@@ -71,24 +68,6 @@ def test_anomaly_map_follows_equation_2_then_smoothing(fitted_detector, defects)
     two_cells = unsmoothed.set_params(map_smoothing=2.0).anomaly_maps(X[:2])
     smoothed = np.stack([ndimage.gaussian_filter(m.astype(np.float64), 8.0, mode="nearest") for m in expected])
     np.testing.assert_allclose(two_cells, smoothed, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("sigma", [0.5, 1.0, 3.7, 12.0, (2.0, 0.5)])
-def test_smooth_maps_is_a_truncated_gaussian_with_extended_edges(sigma, rng):
-    maps = rng.random((2, 20, 31))
-    sigma_rows, sigma_cols = np.broadcast_to(sigma, 2)
-
-    def blur(line, sigma):  # 1-D Gaussian cut at 4 sigma, over an edge-extended copy
-        radius = int(4 * sigma + 0.5)
-        kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-        return np.convolve(np.pad(line, radius, mode="edge"), kernel / kernel.sum(), mode="valid")
-
-    expected = []
-    for m in maps:  # along the rows' length (columns axis), then along the columns
-        m = np.stack([blur(r, sigma_cols) for r in m])
-        expected.append(np.stack([blur(c, sigma_rows) for c in m.T]).T)
-    np.testing.assert_allclose(smooth_maps(maps, sigma), expected, rtol=1e-10, atol=1e-12)
-    np.testing.assert_array_equal(smooth_maps(maps, 0), maps)
 
 
 def test_it_finds_synthetic_defects(defects, small_extractor):
@@ -136,13 +115,12 @@ def test_contamination_sets_the_share_of_training_outliers(defects, small_extrac
         (dict(learning_rate=-1), "learning_rate"),
         (dict(affine_clamp=0.0), "affine_clamp"),
         (dict(weight_decay=-1e-4), "weight_decay"),
-        (dict(feature_noise=-0.1), "feature_noise"),
         (dict(positional_encoding=-1), "positional_encoding"),
         (dict(positional_encoding=1.5), "positional_encoding"),
         (dict(tol=None), "tol"),
         (dict(map_smoothing=-1.0), "map_smoothing"),
         (dict(map_smoothing="wide"), "map_smoothing"),
-        (dict(augmentation="rotations"), "augmentation must be one of"),
+        (dict(augmentation="rotations"), "augmentation"),
     ],
 )
 def test_bad_parameters(params, match, defects, small_extractor):
@@ -208,13 +186,6 @@ def test_bad_inputs(fitted_detector, defects, small_extractor):
         UFlowDetector(small_extractor).anomaly_maps(X[:1])
 
 
-def test_pickle_round_trip(fitted_detector, defects):
-    X = defects[0][:3]
-    clone = pickle.loads(pickle.dumps(fitted_detector))
-    np.testing.assert_array_equal(clone.anomaly_maps(X), fitted_detector.anomaly_maps(X))
-    np.testing.assert_array_equal(clone.predict_masks(X), fitted_detector.predict_masks(X))
-
-
 def test_model_fitted_on_cuda_loads_on_cpu(fitted_detector, defects, monkeypatch):
     """Simulate a GPU-fitted model: its pickle must load where CUDA is absent."""
     clone = pickle.loads(pickle.dumps(fitted_detector))
@@ -246,34 +217,6 @@ def test_real_images_smoke(data_dir):
     assert np.median(regions) <= 2 * np.median([ndimage.label(m)[1] for m in data.test_masks[defective]])
 
 
-def test_command_line_main_job(tmp_path):
-    out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "sklearn_uflow.cli", "run", "-o", str(out), "--image-size", "64",
-         "--input-size", "64", "--max-epochs", "2", "--n-synthetic", "24"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    assert (out / "results.csv").read_text().count("\n") == 25
-    assert len(list(out.glob("*_overlay.png"))) == 24
-    assert "pixel ROC AUC" in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "sklearn_uflow.cli", "run", str(tmp_path / "nope")],
-                         capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "no such folder" in bad.stderr
-
-
-def test_plot_grid_draws_one_column_per_image(fitted_detector, defects):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from sklearn_uflow.plotting import plot_grid
-
-    X, _, masks = defects
-    figure = plot_grid(X[:3], fitted_detector.anomaly_maps(X[:3]), fitted_detector.predict_masks(X[:3]), masks[:3])
-    assert len(figure.axes) == 4 * 3
-    assert len(plot_grid(X[:2]).axes) == 2
-
-
 def test_pipeline_of_feature_step_and_precomputed_detector(defects, small_extractor):
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV, KFold
@@ -283,7 +226,7 @@ def test_pipeline_of_feature_step_and_precomputed_detector(defects, small_extrac
 
     X, y, masks = defects
     shapes = clone(small_extractor).fit(X[:1]).feature_shapes_
-    params = dict(max_epochs=2, random_state=0, device="cpu")
+    params = dict(max_epochs=2, augmentation="none", random_state=0, device="cpu")
     pipe = make_pipeline(clone(small_extractor),
                          UFlowDetector("precomputed", feature_shapes=shapes, image_size=(64, 64), **params))
     pipe.fit(X, masks)  # the detector trains on the normal images only

@@ -59,7 +59,7 @@ def test_pooling_averages_each_scale_over_its_window_inside_the_map():
                 expected[..., i, j] = m[..., max(i - r, 0) : i + r + 1, max(j - r, 0) : j + r + 1].mean(axis=(-2, -1))
         np.testing.assert_allclose(p.numpy(), expected, rtol=1e-5, atol=1e-5)
     for bad in (2, 0, (3, 3), (3, 3, 4), "3"):
-        with pytest.raises(ValueError, match="pooling must be"):
+        with pytest.raises(ValueError, match="pooling"):
             CNNFeatureTransformer(input_size=32, pooling=bad, device="cpu").fit(X)
 
 
@@ -79,7 +79,7 @@ def test_strides_pick_the_backbone_s_feature_maps_at_those_strides(backbone):
     for a, b in zip(two.extract(X), default.extract(X)[1:]):  # the same maps, the finest left out
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     for bad in ((16, 8), (4, 4), (3,), (), 8, "8"):
-        with pytest.raises(ValueError, match="strides must be"):
+        with pytest.raises(ValueError, match="strides"):
             CNNFeatureTransformer(backbone, weights="untrained", input_size=64, strides=bad, device="cpu").fit(X)
 
 
@@ -92,7 +92,7 @@ def test_auto_pooling_keeps_the_windows_share_of_the_image():
         fixed = CNNFeatureTransformer(input_size=size, pooling=cells, device="cpu").fit(X).extract(X)
         for a, f in zip(auto, fixed):
             torch.testing.assert_close(a, f, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="input_size must be"):
+    with pytest.raises(ValueError, match="input_size"):
         CNNFeatureTransformer(input_size="256", device="cpu").fit(X)
 
 
@@ -173,7 +173,7 @@ def test_presets_and_errors():
     assert make_feature_extractor("resnet18").backbone == "resnet18"
     with pytest.raises(ValueError, match="extractor="):
         make_feature_extractor("vgg")
-    with pytest.raises(ValueError, match="backbone="):
+    with pytest.raises(ValueError, match="backbone"):
         CNNFeatureTransformer("vgg").fit(np.zeros((1, 8, 8)))
 
 

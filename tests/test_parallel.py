@@ -188,7 +188,7 @@ def _assert_once_per_worker(counts):
 
 def test_failed_tasks_are_reported_not_fatal(detector, client, tmp_path):
     class Broken(UFlowDetector):
-        def _maps_and_log_nfa(self, X):
+        def maps_and_log_nfa(self, X):
             raise RuntimeError("out of memory")
 
     broken = Broken()
@@ -220,3 +220,8 @@ def test_n_jobs_segments_in_parallel_with_the_same_result(hazelnut, detector):
     X = data.test_images[:6]
     parallel = pickle.loads(pickle.dumps(detector)).set_params(n_jobs=2)
     np.testing.assert_array_equal(parallel.log_nfa_maps(X), detector.log_nfa_maps(X))
+
+
+def test_the_wrapped_estimator_is_validated():
+    with pytest.raises(ValueError, match="'estimator' parameter of ImageParallelPostFit"):
+        ImageParallelPostFit(estimator="not a detector").fit(np.zeros((2, 8, 8, 3)))

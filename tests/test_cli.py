@@ -1,0 +1,107 @@
+import subprocess
+import sys
+
+import pytest
+
+from sklearn_uflow import UFlowDetector
+from sklearn_uflow.model_file import load_detector
+
+CLI = [sys.executable, "-m", "sklearn_uflow.cli"]
+
+
+def _cli(*args):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=900)
+
+
+def test_fit_predict_evaluate_on_real_folder(data_dir, tmp_path):
+    category = data_dir / "hazelnut_toy/hazelnut_toy"
+    model = tmp_path / "model.uflow"
+    fit = _cli("fit", category / "train/good", "-o", model, "--image-size", 64, "--input-size", 64,
+               "--max-epochs", 2, "--strides", 8, 16, "--pooling", 3, 1, "--no-image-context",
+               "--positional-encoding", 1, "--augmentation", "flips", "--quiet")
+    assert fit.returncode == 0, fit.stderr
+    assert "fitted on 28 images" in fit.stdout and model.is_file()
+    # Options given on the command line are used; the others keep the detector's defaults.
+    params = load_detector(model).get_params()
+    assert params["augmentation"] == "flips" and load_detector(model).augmentation_ == "flips"
+    assert params["max_epochs"] == 2 and params["extractor__pooling"] == (3, 1)
+    assert params["extractor__strides"] == (8, 16)
+    assert params["image_context"] is False and params["positional_encoding"] == 1
+    assert params["learning_rate"] == UFlowDetector().learning_rate
+    assert params["batch_size"] == UFlowDetector().batch_size
+
+    out = tmp_path / "out"
+    predict = _cli("predict", model, category / "test/good", category / "test/colour", "-o", out)
+    assert predict.returncode == 0, predict.stderr
+    rows = (out / "results.csv").read_text().strip().splitlines()
+    assert rows[0] == "image,max_anomaly_score,decision,min_log10_nfa,n_regions,error" and len(rows) == 1 + 23
+    for kind in ("map", "mask", "overlay"):
+        assert len(list(out.glob(f"*_{kind}.png"))) == 23
+
+    evaluate = _cli("evaluate", model, category)
+    assert evaluate.returncode == 0, evaluate.stderr
+    table = dict(line.rsplit("  ", 1) for line in evaluate.stdout.strip().splitlines())
+    table = {key.strip(): value.strip() for key, value in table.items()}
+    assert table["images (good / defective)"] == "6 / 17"
+    for key in ("pixel ROC AUC", "AUPRO (FPR <= 0.3)", "mIoU at epsilon=1", "image ROC AUC (max of map)"):
+        assert 0 <= float(table[key]) <= 1
+    assert table["good images with a detection"].endswith("%")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("fit", "/nonexistent", "-o", "m.uflow"), "no such file or folder"),
+        (("predict", "/nonexistent.uflow", ".", "-o", "out"), "no model file"),
+        (("evaluate", "/nonexistent.uflow", "."), "no model file"),
+    ],
+)
+def test_bad_input_exits_with_one_line(args, message):
+    result = _cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreadable_image_is_reported(tmp_path):
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good/a.png").write_bytes(b"not an image")
+    result = _cli("fit", tmp_path / "good", "-o", tmp_path / "m.uflow")
+    assert result.returncode == 2 and "could not read image" in result.stderr
+
+
+def test_help_everywhere():
+    for command in ([], ["fit"], ["predict"], ["evaluate"], ["run"]):
+        result = _cli(*command, "--help")
+        assert result.returncode == 0 and "usage: sklearn-uflow" in result.stdout
+
+
+def test_command_line_main_job(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "sklearn_uflow.cli", "run", "-o", str(out), "--image-size", "64",
+         "--input-size", "64", "--max-epochs", "2", "--n-synthetic", "24"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "results.csv").read_text().count("\n") == 25
+    assert len(list(out.glob("*_overlay.png"))) == 24
+    assert "pixel ROC AUC" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "sklearn_uflow.cli", "run", str(tmp_path / "nope")],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "no such folder" in bad.stderr
+
+
+def test_predict_scores_what_it_can_and_exits_with_1(saved, tmp_path):
+    from PIL import Image
+
+    _, path, X = saved
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(X[i]).save(folder / f"{i}.png")
+    (folder / "2.png").write_bytes(b"truncated")
+    result = _cli("predict", path, folder, "-o", tmp_path / "out")
+    assert result.returncode == 1 and "1 of 3 files failed" in result.stderr
+    rows = (tmp_path / "out/results.csv").read_text().strip().splitlines()
+    assert len(rows) == 4 and rows[3].startswith("2,,,,,could not read image")
+    assert len(list((tmp_path / "out").glob("*_mask.png"))) == 2
