@@ -1,11 +1,12 @@
 """The experiment harness: any settings of the detector side by side, on the development protocol.
 
 A setting is a JSON object of ``UFlowDetector`` parameters (Lite0 and
-``random_state`` unless it says otherwise), or ``"patchcore"``: PatchCore's
-score on the same features (a memory of 60,000 random training cells, the
-distance to the nearest, a Gaussian of 4 pixels). Each is fitted on every
-dataset's good training images (256x256) and scored on its test images; the
-last rows pool the datasets. ``--n-train N --draws D``: fits on N random
+``random_state`` unless it says otherwise; ``extractor__*`` keys go to the
+feature step), or ``"patchcore"``: PatchCore's score on the same features (a
+memory of 60,000 random training cells, the distance to the nearest, a
+Gaussian of 4 pixels). Each is fitted on every dataset's good training images
+(at 256x256, or ``--image-size H W``) and scored on its test images; the last
+rows pool the datasets. ``--n-train N --draws D``: fits on N random
 training images, D draws (the few-shot regime). ``--seeds``: full fits over
 seeds. ``--held-out``: score held-out training images with planted defects
 (``planted.py``) instead. ``--any-pose``: every image and mask turned by a
@@ -91,6 +92,10 @@ def evaluate(setting, train, data, seed):
         fit_seconds = score_ms = float("nan")
     else:
         params = {"extractor": "efficientnet_lite0", "random_state": seed, "device": "cpu", **setting}
+        extractor = {k.removeprefix("extractor__"): v for k, v in params.items() if k.startswith("extractor__")}
+        if extractor:  # e.g. {"extractor__input_size": "auto"}
+            params = {k: v for k, v in params.items() if not k.startswith("extractor__")}
+            params["extractor"] = CNNFeatureTransformer(params["extractor"], **extractor)
         detector = UFlowDetector(**params).fit(train)
         fit_seconds = time.perf_counter() - start
         start = time.perf_counter()
@@ -113,6 +118,8 @@ def main():
     parser.add_argument("--n-train", type=int, default=None, help="training images per fit (default: all)")
     parser.add_argument("--draws", type=int, default=3, help="random draws of the training images with --n-train")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of full fits")
+    parser.add_argument("--image-size", type=int, nargs=2, default=[256, 256], metavar=("H", "W"),
+                        help="images are loaded at H x W (default 256 256)")
     parser.add_argument("--held-out", action="store_true", help="score held-out training images, planted")
     parser.add_argument("--any-pose", action="store_true", help="turn each image by a random symmetry")
     parser.add_argument("--write", metavar="NAME", help="write the table NAME into docs/benchmarks/")
@@ -124,7 +131,7 @@ def main():
 
     results, n_images = {}, {}  # (category, name) -> figures per seed; category -> training images per fit
     for category in args.categories:
-        data = load_anomaly_folder(data_dir() / category, image_size=256)
+        data = load_anomaly_folder(data_dir() / category, image_size=tuple(args.image_size))
         if args.any_pose:
             data = any_pose(data)
         if args.held_out:
@@ -162,13 +169,14 @@ def main():
             rows.append(row)
     scored = ("10 % of the good training images, held out of the fit, as they are and with planted defects"
               if args.held_out else "the test images")
-    regime = ("every image turned by a random flip or quarter turn; " if args.any_pose else "") + (
-              f"{args.n_train} training images, {args.draws} random draws (mean ± sd)" if args.n_train
-              else f"all training images, seeds {list(seeds)}")
+    regime = (f"images at {args.image_size[0]}×{args.image_size[1]}; "
+              + ("every image turned by a random flip or quarter turn; " if args.any_pose else "")
+              + (f"{args.n_train} training images, {args.draws} random draws (mean ± sd)" if args.n_train
+                 else f"all training images, seeds {list(seeds)}"))
     header = ["dataset", "setting", "train images", *metrics, "augmentation chosen (fits)"]
     if args.write:
         write_table(args.write, args.title, header, rows,
-                    notes=f"Fitted on {regime}, images at 256×256, scored on {scored}; pooled: the mean over "
+                    notes=f"Fitted on {regime}, scored on {scored}; pooled: the mean over "
                           "datasets (and draws or seeds). ``python benchmarks/compare.py "
                           f"{shlex.join(sys.argv[1:])}``.")
     else:

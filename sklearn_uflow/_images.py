@@ -151,7 +151,8 @@ def check_images(X, *, n_channels=None, image_size=None, name="X"):
 
 
 def images_to_tensor(images, size, mean, std, device="cpu"):
-    """Turn checked images into a normalised ``(n, 3, size, size)`` tensor.
+    """Turn checked images into a normalised ``(n, 3, H, W)`` tensor, ``size``
+    being ``H = W`` or ``(H, W)``.
 
     Grayscale is replicated to three channels, since ImageNet backbones expect
     RGB. Downscaling is antialiased so that small defects are averaged, not
@@ -160,9 +161,10 @@ def images_to_tensor(images, size, mean, std, device="cpu"):
     x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
-    if tuple(x.shape[-2:]) != (size, size):
-        antialias = x.shape[-2] > size or x.shape[-1] > size
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) != size:
+        antialias = x.shape[-2] > size[0] or x.shape[-1] > size[1]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=antialias)
     mean = torch.as_tensor(mean, dtype=x.dtype, device=device).view(1, 3, 1, 1)
     std = torch.as_tensor(std, dtype=x.dtype, device=device).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous()

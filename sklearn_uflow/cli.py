@@ -47,6 +47,21 @@ def _image_files(paths):
     return files
 
 
+def _input_size(values):
+    if values == ["auto"]:
+        return "auto"
+    try:
+        sizes = [int(v) for v in values]
+    except ValueError:
+        raise CommandError(f"--input-size takes SIDE, H W or auto, not {' '.join(values)}") from None
+    return sizes[0] if len(sizes) == 1 else tuple(sizes)
+
+
+def _size(values):
+    """--image-size: one side, or (H, W)."""
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def _read_images(files, image_size, color):
     from .datasets import read_image
 
@@ -58,7 +73,7 @@ def _make_extractor(args):
 
     if args.extractor == "mscait":
         return MSCaiTTransformer()
-    options = {"input_size": args.input_size}
+    options = {"input_size": _input_size(args.input_size)}
     if args.strides is not None:
         options["strides"] = tuple(args.strides)
     if args.pooling is not None:  # one side for every scale, or one per scale
@@ -88,11 +103,28 @@ def _write_predictions(detector, images, names, out, epsilon):
     from .batch import write_outputs, write_results
 
     out.mkdir(parents=True, exist_ok=True)
-    maps, log_nfa = detector.maps_and_log_nfa(images)
+    maps, log_nfa = detector.maps_and_log_nfa(images)  # one pass serves every file written
     rows = write_outputs(images, maps, log_nfa, names, out, epsilon)
     write_results(rows, out / "results.csv")
     _report(rows, out, epsilon)
-    return maps, log_nfa
+    return rows, maps, log_nfa
+
+
+def _parameters(detector, epsilon):
+    """What a report says of the run: the detector's main parameters and choices."""
+    extractor = detector.extractor_
+    return [("feature step", f"{type(extractor).__name__}({getattr(extractor, 'backbone', '')})"),
+            ("image size (H, W)", detector.image_size_), ("epsilon", epsilon),
+            ("augmentation", f"{detector.augmentation} (fitted with {detector.augmentation_})"),
+            ("max_epochs", detector.max_epochs), ("random_state", detector.random_state)]
+
+
+def _write_report(args, rows, out, detector, epsilon, metrics=()):
+    if args.report:
+        from .report import write_report
+
+        path = write_report(rows, out, epsilon, _parameters(detector, epsilon), metrics)
+        print(f"report: {path.resolve().as_uri()}")
 
 
 def _report(rows, out, epsilon):
@@ -123,12 +155,13 @@ def _metric_table(maps, log_nfa, masks, labels, epsilon):
     width = max(len(k) for k, _ in table)
     for key, value in table:
         print(f"{key:<{width}}  {value}")
+    return table
 
 
 def cmd_fit(args):
     files = _image_files([args.good_dir])
     color = "gray" if args.gray else "rgb"
-    detector = _fit(_read_images(files, args.image_size, color), args)
+    detector = _fit(_read_images(files, _size(args.image_size), color), args)
     detector.save(args.output)
     print(f"model written to {args.output}")
 
@@ -151,6 +184,7 @@ def cmd_predict(args):
     where = f"on the Dask cluster at {args.scheduler}" if args.scheduler else "in this process"
     print(f"scored {len(files)} files {where} in {time.perf_counter() - start:.1f} s")
     _report(rows, Path(args.output), epsilon)
+    _write_report(args, rows, Path(args.output), detector, epsilon)
     return 1 if any(row["error"] for row in rows) else 0
 
 
@@ -170,12 +204,12 @@ def cmd_run(args):
     from .datasets import load_anomaly_folder, make_defects
 
     if args.folder is None:
-        X, y, masks = make_defects(n_samples=args.n_synthetic, image_size=args.image_size, random_state=args.seed)
+        X, y, masks = make_defects(n_samples=args.n_synthetic, image_size=args.image_size[0], random_state=args.seed)
         train, test, test_masks, labels = X[y == 0][: len(X) // 4], X, masks, y
         names = [f"synthetic_{i:03d}" for i in range(len(X))]
         print(f"synthetic data: {len(train)} good training images, {len(test)} test images")
     else:
-        data = load_anomaly_folder(args.folder, image_size=args.image_size)
+        data = load_anomaly_folder(args.folder, image_size=_size(args.image_size))
         train, test, test_masks, labels = data.train_images, data.test_images, data.test_masks, data.test_labels
         names = [name.replace("/", "_").rsplit(".", 1)[0] for name in data.test_files]
         print(f"{args.folder}: {len(train)} good training images, {0 if test is None else len(test)} test images")
@@ -184,16 +218,20 @@ def cmd_run(args):
     out.mkdir(parents=True, exist_ok=True)
     detector.save(out / "model.uflow")
     if test is not None:
-        maps, log_nfa = _write_predictions(detector, test, names, out, args.epsilon)
-        _metric_table(maps, log_nfa, test_masks, labels, args.epsilon)
+        rows, maps, log_nfa = _write_predictions(detector, test, names, out, args.epsilon)
+        metrics = _metric_table(maps, log_nfa, test_masks, labels, args.epsilon)
+        _write_report(args, rows, out, detector, args.epsilon, metrics)
 
 
 def _training_options(parser):
     parser.add_argument("--extractor", default="efficientnet_lite0",
                         choices=["efficientnet_lite0", "efficientnet_lite2", "resnet18", "wide_resnet50_2", "mscait"],
                         help="feature extractor (default: efficientnet_lite0, offline weights)")
-    parser.add_argument("--image-size", type=int, default=256, help="images are resized to this size (default 256)")
-    parser.add_argument("--input-size", type=int, default=256, help="backbone input size for CNNs (default 256)")
+    parser.add_argument("--image-size", type=int, nargs="+", default=[256], metavar="SIDE",
+                        help="images are resized to SIDE, or to H W (default 256)")
+    parser.add_argument("--input-size", nargs="+", default=["256"], metavar="SIDE",
+                        help="backbone input size for CNNs: SIDE, H W, or auto (the images' aspect ratio at "
+                             "about 256x256 pixels; default 256)")
     parser.add_argument("--strides", type=int, nargs="+", metavar="STRIDE",
                         help="the CNN's feature maps the flow models, by stride, finest first (default: 4 8 16; "
                              "8 16 fits in about half the time, better on large defects, worse on small ones)")
@@ -215,6 +253,11 @@ def _training_options(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _report_option(parser):
+    parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                        help="write report.html, a page of the results sorted by score (default: on)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="sklearn-uflow", description="U-Flow anomaly detection and segmentation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -234,6 +277,7 @@ def build_parser():
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="score on the Dask cluster at this address, e.g. tcp://10.0.0.5:8786 (needs the "
                         "dask extra; the output folder must be shared with the workers)")
+    _report_option(p)
     p.add_argument("--files-per-task", type=int, default=None,
                    help="files read and scored together (default: the model's scoring batch, 16)")
     p.set_defaults(func=cmd_predict)
@@ -247,6 +291,7 @@ def build_parser():
     p = sub.add_parser("run", help="fit on good images and write maps, masks and overlays (demo)")
     p.add_argument("folder", nargs="?", help="MVTec-layout folder (default: synthetic make_defects data)")
     p.add_argument("-o", "--output", default="uflow-output", help="output folder (default: uflow-output)")
+    _report_option(p)
     p.add_argument("--n-synthetic", type=int, default=80, help="images of the synthetic demo")
     _training_options(p)
     p.set_defaults(func=cmd_run)

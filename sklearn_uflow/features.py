@@ -8,6 +8,7 @@ fitted ``feature_shapes_``. Inside the library the tensors are passed directly
 (:meth:`BaseFeatureExtractor.extract`), which avoids the copy.
 """
 
+import math
 import numbers
 import os
 import re
@@ -40,6 +41,8 @@ UNTRAINED = "untrained"
 
 # ``pooling="auto"``: windows of AUTO_POOLING cells at input size 256, the same share of the image at others.
 AUTO_POOLING = 3
+# ``input_size="auto"``: about as many pixels as the default 256x256.
+AUTO_INPUT_AREA = 256 * 256
 
 # timm model names. Their ``features_only`` levels 0 to 4 are at strides 2, 4, 8, 16 and 32.
 CNN_PRESETS = {
@@ -283,6 +286,7 @@ class BaseFeatureExtractor(TorchStateMixin, TransformerMixin, BaseEstimator):
         images = check_images(as_image_array(X)[:1])
         self.n_channels_ = images.shape[-1]
         self.device_ = resolve_device(self.device)
+        self._set_input_size(images.shape[1:3])
         model = self._build_model()
         model.eval().requires_grad_(False)
         self.model_ = model.to(self.device_)
@@ -291,17 +295,22 @@ class BaseFeatureExtractor(TorchStateMixin, TransformerMixin, BaseEstimator):
         self.n_features_out_ = sum(int(np.prod(s)) for s in self.feature_shapes_)
         return self
 
+    def _set_input_size(self, image_size):
+        """Resolve the input size for images of ``image_size``; a fixed one needs nothing."""
+
     def get_fitted_state(self):
         """The backbone's weights (on the CPU) and the other fitted
         attributes as JSON-serialisable values, for model files."""
         check_is_fitted(self, "model_")
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-        return tensors, {"n_channels_": self.n_channels_, "feature_shapes_": [list(s) for s in self.feature_shapes_]}
+        return tensors, {"n_channels_": self.n_channels_, "feature_shapes_": [list(s) for s in self.feature_shapes_],
+                         "input_size_": list(np.broadcast_to(self._input_size, 2).tolist())}
 
     def set_fitted_state(self, tensors, state, device):
         """Restore what :meth:`get_fitted_state` returned on ``device``: the
         backbone is built without weights, then given ``tensors``."""
         self._validate_params()
+        self._set_input_size(state["input_size_"])
         weights = self.weights
         model = self.set_params(weights="untrained")._build_model()
         self.set_params(weights=weights)
@@ -405,9 +414,11 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         or for the Lite presets from the installed packages). A path: a local checkpoint
         of the timm model. ``"untrained"``: random weights, only for testing
         shapes and wiring - the features are meaningless.
-    input_size : int, default=256
-        Images are resized to ``input_size x input_size`` before the
-        backbone, >= 16.
+    input_size : int, (H, W) or "auto", default=256
+        The size images are resized to before the backbone: a side >= 16,
+        a ``(height, width)``, or ``"auto"``: the training images' aspect
+        ratio at about 256x256 pixels, each side a multiple of the largest
+        of ``strides``. Maps and masks come back at the images' own size.
     strides : tuple of int, default=(4, 8, 16)
         The backbone's output strides whose features are the scales, finest
         first, from 2, 4, 8, 16 and 32 (for the ResNets, stride 4 is layer 1
@@ -418,7 +429,8 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         features are averaged (PatchCore's local neighbourhood aggregation;
         the shapes do not change): an int for every scale, a tuple for each,
         finest first; 1 leaves a scale as it is. ``"auto"``: the largest odd
-        number up to ``3 * input_size / 256``, at least 1 (3 at 256).
+        number up to ``3 * side / 256``, at least 1 (3 at 256), with ``side``
+        the geometric mean of the input height and width.
     batch_size : int or "auto", default="auto"
         Images per forward pass. ``"auto"``: 2 on a CPU (small batches stay
         in the cache and run fastest), 32 on a GPU.
@@ -461,7 +473,7 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         **BaseFeatureExtractor._parameter_constraints,
         "backbone": [StrOptions(set(CNN_PRESETS))],
         "weights": [str, os.PathLike],
-        "input_size": [Interval(numbers.Integral, 16, None, closed="left")],
+        "input_size": [Interval(numbers.Integral, 16, None, closed="left"), tuple, list, StrOptions({"auto"})],
         "strides": ["array-like"],
         "pooling": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left"), tuple],
     }
@@ -493,9 +505,23 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         # Depthwise convolutions run about twice as fast in channels-last layout.
         return fold_batch_norms(model.eval()).to(memory_format=torch.channels_last)
 
+    def _set_input_size(self, image_size):
+        """Resolve ``input_size`` into ``input_size_`` for images of ``image_size``."""
+        self._check_strides()
+        size = self.input_size
+        if isinstance(size, str):  # "auto": the images' aspect ratio at about AUTO_INPUT_AREA pixels
+            step = max(self.strides)  # every scale then halves the next finer one exactly
+            height = math.sqrt(AUTO_INPUT_AREA * image_size[0] / image_size[1])
+            size = [max(step, round(side / step) * step) for side in (height, AUTO_INPUT_AREA / height)]
+        elif isinstance(size, numbers.Integral):
+            size = (size, size)
+        elif len(size) != 2 or not all(isinstance(v, numbers.Integral) and v >= 16 for v in size):
+            raise ValueError(f"input_size must be an int, (H, W) of ints of at least 16, or 'auto'; got {size!r}.")
+        self.input_size_ = tuple(int(v) for v in size)
+
     @property
     def _input_size(self):
-        return self.input_size
+        return self.input_size_
 
     def _normalization(self):
         config = self.model_.pretrained_cfg
@@ -515,7 +541,8 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
     def _check_pooling(self, n_scales):
         pooling = self.pooling
         if isinstance(pooling, str) and pooling == "auto":  # the window's share of the image, as at 256
-            pooling = max(1, (int(AUTO_POOLING * self.input_size / 256) - 1) // 2 * 2 + 1)
+            side = math.sqrt(self._input_size[0] * self._input_size[1])
+            pooling = max(1, (int(AUTO_POOLING * side / 256) - 1) // 2 * 2 + 1)
         windows = (pooling,) * n_scales if isinstance(pooling, numbers.Integral) else pooling
         try:
             windows = tuple(windows)
@@ -562,6 +589,9 @@ class MSCaiTTransformer(BaseFeatureExtractor):
     the first 41 blocks, the model's final norm) gives 768x28x28;
     ``cait_s24_224`` on the same normalised image resized to 224x224 (first 21
     blocks and norm) gives 384x14x14. ImageNet mean and standard deviation.
+    The sizes are fixed by the models' position embeddings: images of any
+    aspect ratio are resized to 448x448 (maps and masks still come back at
+    the images' own size).
 
     Parameters
     ----------

@@ -105,3 +105,11 @@ def test_predict_scores_what_it_can_and_exits_with_1(saved, tmp_path):
     rows = (tmp_path / "out/results.csv").read_text().strip().splitlines()
     assert len(rows) == 4 and rows[3].startswith("2,,,,,could not read image")
     assert len(list((tmp_path / "out").glob("*_mask.png"))) == 2
+
+
+@pytest.mark.parametrize("values, expected", [(["64"], 64), (["48", "64"], (48, 64)), (["auto"], "auto")])
+def test_input_size_option(values, expected):
+    from sklearn_uflow.cli import _make_extractor, build_parser
+
+    args = build_parser().parse_args(["fit", "good", "-o", "m.uflow", "--input-size", *values])
+    assert _make_extractor(args).input_size == expected

@@ -247,3 +247,13 @@ def test_pipeline_of_feature_step_and_precomputed_detector(defects, small_extrac
         pipe[-1].anomaly_maps(np.zeros((1, 5)))
     with pytest.raises(TypeError, match="precomputed"):
         pipe[-1].save("never-written.uflow")
+
+
+def test_oblong_images_keep_their_aspect_and_size(defects):
+    X = np.ascontiguousarray(defects[0][:, 8:56])  # 48 x 64
+    y = defects[1]
+    detector = UFlowDetector(CNNFeatureTransformer(input_size="auto", device="cpu"), max_epochs=2, random_state=0,
+                             device="cpu").fit(X[y == 0])
+    assert detector.extractor_.input_size_ == (224, 288)  # 3:4 at about 256x256 pixels, multiples of 16
+    assert detector.anomaly_maps(X[:2]).shape == detector.predict_masks(X[:2]).shape == (2, 48, 64)
+    assert detector.augmentation_ in ("none", "flips")  # no quarter turns for an oblong frame

@@ -183,3 +183,19 @@ def test_pickle_round_trip_keeps_outputs():
     clone = pickle.loads(pickle.dumps(step))
     np.testing.assert_array_equal(clone.transform(X), step.transform(X))
     assert step.device == "cpu" and clone.device_.type == "cpu"
+
+
+def test_input_size_takes_a_height_and_width_or_keeps_the_images_aspect(rng):
+    X = rng.integers(0, 256, (2, 111, 290, 3), dtype=np.uint8)
+    oblong = CNNFeatureTransformer(input_size=(64, 160), device="cpu").fit(X)
+    assert oblong.input_size_ == (64, 160)
+    assert oblong.feature_shapes_ == [(24, 16, 40), (40, 8, 20), (112, 4, 10)]
+    auto = CNNFeatureTransformer(input_size="auto", device="cpu").fit(X)
+    height, width = auto.input_size_
+    assert height % 16 == 0 and width % 16 == 0  # every scale halves the next finer one
+    assert abs(height / width - 111 / 290) < 0.05 and abs(height * width / 256**2 - 1) < 0.1
+    coarse = CNNFeatureTransformer(input_size="auto", strides=(8, 16, 32), pooling=1, device="cpu").fit(X)
+    assert all(side % 32 == 0 for side in coarse.input_size_)
+    for bad in ((64,), (64, 8), (64.0, 64)):
+        with pytest.raises(ValueError, match="input_size"):
+            CNNFeatureTransformer(input_size=bad, device="cpu").fit(X)
