@@ -312,8 +312,10 @@ class BaseFeatureExtractor(TorchStateMixin, TransformerMixin, BaseEstimator):
         self._validate_params()
         self._set_input_size(state["input_size_"])
         weights = self.weights
-        model = self.set_params(weights="untrained")._build_model()
-        self.set_params(weights=weights)
+        try:  # the architecture alone: the stored tensors are the weights
+            model = self.set_params(weights=UNTRAINED)._build_model()
+        finally:
+            self.set_params(weights=weights)
         model.load_state_dict(tensors, strict=True)
         self.device_ = torch.device(device)
         self.model_ = model.eval().requires_grad_(False).to(self.device_)
