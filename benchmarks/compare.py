@@ -5,13 +5,14 @@ A setting is a JSON object of ``UFlowDetector`` parameters (Lite0 and
 feature step), or ``"patchcore"``: PatchCore's score on the same features (a
 memory of 60,000 random training cells, the distance to the nearest, a
 Gaussian of 4 pixels). Each is fitted on every dataset's good training images
-(at 256x256, or ``--image-size H W``) and scored on its test images; the last
-rows pool the datasets. ``--n-train N --draws D``: fits on N random
-training images, D draws (the few-shot regime). ``--seeds``: full fits over
-seeds. ``--held-out``: score held-out training images with planted defects
-(``planted.py``) instead. ``--any-pose``: every image and mask turned by a
-random flip or quarter turn. ``--write NAME``: the table into
-``docs/benchmarks/`` (its page in ``_report.PAGES``).
+(at 256x256, ``--image-size H W``, or a setting's ``"image_size": [H, W]``)
+and scored on its test images; the last rows pool the datasets.
+``--n-train N --draws D``: fits on N random training images, D draws (the
+few-shot regime). ``--seeds``: full fits over seeds. ``--held-out``: score
+held-out training images with planted defects (``planted.py``) instead.
+``--any-pose``: every image and mask turned by a random flip or quarter turn.
+``--write NAME``: the table into ``docs/benchmarks/`` (its page in
+``_report.PAGES``).
 
 Usage::
 
@@ -131,18 +132,31 @@ def main():
 
     results, n_images = {}, {}  # (category, name) -> figures per seed; category -> training images per fit
     for category in args.categories:
-        data = load_anomaly_folder(data_dir() / category, image_size=tuple(args.image_size))
-        if args.any_pose:
-            data = any_pose(data)
-        if args.held_out:
-            data.train_images, held_out = held_out_set(data.train_images)
-            data.update(held_out)
+        loaded = {}  # image size -> the dataset loaded at it
+
+        def load(size):
+            if size not in loaded:
+                data = load_anomaly_folder(data_dir() / category, image_size=size)
+                if args.any_pose:
+                    data = any_pose(data)
+                if args.held_out:
+                    data.train_images, held_out = held_out_set(data.train_images)
+                    data.update(held_out)
+                loaded[size] = data
+            return loaded[size]
+
         for seed in seeds:
-            train = data.train_images
-            if args.n_train and args.n_train < len(train):
-                train = train[np.sort(np.random.default_rng(seed).choice(len(train), args.n_train, replace=False))]
-            n_images[category] = len(train)
             for setting, name in zip(settings, names):
+                size = tuple(args.image_size)
+                if setting != "patchcore" and "image_size" in setting:  # the harness's key, not a parameter
+                    setting = dict(setting)
+                    size = tuple(setting.pop("image_size"))
+                data = load(size)
+                train = data.train_images
+                if args.n_train and args.n_train < len(train):
+                    train = train[np.sort(np.random.default_rng(seed).choice(len(train), args.n_train,
+                                                                             replace=False))]
+                n_images[category] = len(train)
                 figures = evaluate(setting, train, data, seed)
                 results.setdefault((category, name), []).append(figures)
                 print(category, seed, name, {k: round(v, 2) if isinstance(v, float) else v
@@ -169,7 +183,7 @@ def main():
             rows.append(row)
     scored = ("10 % of the good training images, held out of the fit, as they are and with planted defects"
               if args.held_out else "the test images")
-    regime = (f"images at {args.image_size[0]}×{args.image_size[1]}; "
+    regime = (f"images at {args.image_size[0]}×{args.image_size[1]} (or a setting's ``image_size``); "
               + ("every image turned by a random flip or quarter turn; " if args.any_pose else "")
               + (f"{args.n_train} training images, {args.draws} random draws (mean ± sd)" if args.n_train
                  else f"all training images, seeds {list(seeds)}"))

@@ -6,6 +6,7 @@ Images arrive as array-likes of shape ``(n, H, W, C)`` with ``C`` in {1, 3}, or
 sees a C-contiguous ``float32`` array ``(n, H, W, C)`` in [0, 1].
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -13,7 +14,17 @@ import torch
 from scipy import sparse
 from torch.nn import functional as F
 
-__all__ = ["as_image_array", "check_images", "images_to_tensor", "resize_maps"]
+__all__ = ["as_image_array", "aspect_size", "check_images", "images_to_tensor", "resize_maps"]
+
+# "auto" sizes: about as many pixels as the default 256x256.
+AUTO_AREA = 256 * 256
+
+
+def aspect_size(image_size, step, area=AUTO_AREA):
+    """``(H, W)`` with the aspect ratio of ``image_size``, about ``area``
+    pixels, each side a multiple of ``step`` (at least ``step``)."""
+    height = math.sqrt(area * image_size[0] / image_size[1])
+    return tuple(max(step, round(side / step) * step) for side in (height, area / height))
 
 
 def _describe_sizes(shapes):

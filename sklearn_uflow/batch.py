@@ -45,24 +45,36 @@ def _row(name, error=None):
 
 
 def write_outputs(images, maps, log_nfa, names, output_dir, epsilon):
-    """Write each image's map, mask and overlay PNG files; one summary row each."""
+    """Write each image's map, mask and overlay PNG files; one summary row each.
+
+    The summary is read from the maps as scored; the files are at each
+    image's own size, which may differ from the maps' (scores resized
+    bilinearly, NFA values, each a region's, repeated).
+    """
+    import torch
     from skimage.measure import label
 
+    from ._images import resize_maps
     from .plotting import heatmap, overlay
+
+    def at(size, array, mode):
+        return resize_maps(torch.from_numpy(np.ascontiguousarray(array)[None]), size, mode=mode)[0].numpy()
 
     output_dir, rows = Path(output_dir), []
     for image, scores, nfa, name in zip(images, maps, log_nfa, names):
         mask = nfa <= np.log10(epsilon)
-        _save_png(heatmap(scores, *COLOUR_RANGE), output_dir / f"{name}_map.png")
-        _save_png(mask.astype(np.uint8) * 255, output_dir / f"{name}_mask.png")
-        _save_png(overlay(image, scores, mask, vmin=COLOUR_RANGE[0], vmax=COLOUR_RANGE[1]),
-                 output_dir / f"{name}_overlay.png")
         rows.append(_row(name) | {
             "max_anomaly_score": float(scores.max()),
             "decision": "anomalous" if mask.any() else "normal",
             "min_log10_nfa": float(nfa.min()),
             "n_regions": int(label(mask, connectivity=1).max()),
         })
+        scores = at(image.shape[:2], scores, "bilinear")
+        mask = at(image.shape[:2], nfa, "nearest") <= np.log10(epsilon)
+        _save_png(heatmap(scores, *COLOUR_RANGE), output_dir / f"{name}_map.png")
+        _save_png(mask.astype(np.uint8) * 255, output_dir / f"{name}_mask.png")
+        _save_png(overlay(image, scores, mask, vmin=COLOUR_RANGE[0], vmax=COLOUR_RANGE[1]),
+                  output_dir / f"{name}_overlay.png")
     return rows
 
 
@@ -72,19 +84,20 @@ def _error(exc):
 
 def _score_task(detector, files, names, output_dir, epsilon):
     """Read, score and write one task's files; one summary row per file."""
-    from .datasets import read_image
+    from .datasets import read_image, resize_image
 
     color = "gray" if detector.n_channels_ == 1 else "rgb"
     rows, images, read = {}, [], []
     for file, name in zip(files, names):
         try:
-            images.append(read_image(file, color=color, image_size=detector.image_size_))
+            images.append(read_image(file, color=color))
             read.append(name)
         except (ValueError, OSError) as exc:
             rows[name] = _row(name, str(exc).splitlines()[0])
     if images:
         try:
-            maps, log_nfa = detector.maps_and_log_nfa(np.stack(images))
+            maps, log_nfa = detector.maps_and_log_nfa(np.stack([resize_image(im, detector.image_size_)
+                                                                for im in images]))
             rows |= {row["image"]: row for row in write_outputs(images, maps, log_nfa, read, output_dir, epsilon)}
         except Exception as exc:  # noqa: BLE001 - one task's failure must not end the run
             rows |= {name: _row(name, _error(exc)) for name in read}
@@ -113,7 +126,8 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
     ----------
     detector : UFlowDetector
         A fitted detector with its own feature step. Images are read in its
-        colour mode and resized to its ``image_size_``.
+        colour mode and scored at its ``image_size_``; maps, masks and
+        overlays are written at each file's own size.
     files : list of path-like
         Image files. Output names are their stems (numbered when two share
         one).

@@ -47,24 +47,22 @@ def _image_files(paths):
     return files
 
 
-def _input_size(values):
+def _size(values, option):
+    """SIDE, H W or auto."""
     if values == ["auto"]:
         return "auto"
     try:
         sizes = [int(v) for v in values]
     except ValueError:
-        raise CommandError(f"--input-size takes SIDE, H W or auto, not {' '.join(values)}") from None
+        raise CommandError(f"{option} takes SIDE, H W or auto, not {' '.join(values)}") from None
     return sizes[0] if len(sizes) == 1 else tuple(sizes)
 
 
-def _size(values):
-    """--image-size: one side, or (H, W)."""
-    return values[0] if len(values) == 1 else tuple(values)
-
-
 def _read_images(files, image_size, color):
-    from .datasets import read_image
+    from .datasets import auto_image_size, read_image
 
+    if image_size == "auto":
+        image_size = auto_image_size(files)
     return np.stack([read_image(f, color=color, image_size=image_size) for f in files])
 
 
@@ -73,7 +71,7 @@ def _make_extractor(args):
 
     if args.extractor == "mscait":
         return MSCaiTTransformer()
-    options = {"input_size": _input_size(args.input_size)}
+    options = {"input_size": _size(args.input_size, "--input-size")}
     if args.strides is not None:
         options["strides"] = tuple(args.strides)
     if args.pooling is not None:  # one side for every scale, or one per scale
@@ -161,7 +159,7 @@ def _metric_table(maps, log_nfa, masks, labels, epsilon):
 def cmd_fit(args):
     files = _image_files([args.good_dir])
     color = "gray" if args.gray else "rgb"
-    detector = _fit(_read_images(files, _size(args.image_size), color), args)
+    detector = _fit(_read_images(files, _size(args.image_size, "--image-size"), color), args)
     detector.save(args.output)
     print(f"model written to {args.output}")
 
@@ -204,12 +202,16 @@ def cmd_run(args):
     from .datasets import load_anomaly_folder, make_defects
 
     if args.folder is None:
-        X, y, masks = make_defects(n_samples=args.n_synthetic, image_size=args.image_size[0], random_state=args.seed)
+        size = _size(args.image_size, "--image-size")
+        if not isinstance(size, int) and size != "auto":
+            raise CommandError("the synthetic images are square: --image-size takes one SIDE (or auto: 256)")
+        X, y, masks = make_defects(n_samples=args.n_synthetic, image_size=256 if size == "auto" else size,
+                                   random_state=args.seed)
         train, test, test_masks, labels = X[y == 0][: len(X) // 4], X, masks, y
         names = [f"synthetic_{i:03d}" for i in range(len(X))]
         print(f"synthetic data: {len(train)} good training images, {len(test)} test images")
     else:
-        data = load_anomaly_folder(args.folder, image_size=_size(args.image_size))
+        data = load_anomaly_folder(args.folder, image_size=_size(args.image_size, "--image-size"))
         train, test, test_masks, labels = data.train_images, data.test_images, data.test_masks, data.test_labels
         names = [name.replace("/", "_").rsplit(".", 1)[0] for name in data.test_files]
         print(f"{args.folder}: {len(train)} good training images, {0 if test is None else len(test)} test images")
@@ -227,11 +229,13 @@ def _training_options(parser):
     parser.add_argument("--extractor", default="efficientnet_lite0",
                         choices=["efficientnet_lite0", "efficientnet_lite2", "resnet18", "wide_resnet50_2", "mscait"],
                         help="feature extractor (default: efficientnet_lite0, offline weights)")
-    parser.add_argument("--image-size", type=int, nargs="+", default=[256], metavar="SIDE",
-                        help="images are resized to SIDE, or to H W (default 256)")
-    parser.add_argument("--input-size", nargs="+", default=["256"], metavar="SIDE",
-                        help="backbone input size for CNNs: SIDE, H W, or auto (the images' aspect ratio at "
-                             "about 256x256 pixels; default 256)")
+    parser.add_argument("--image-size", nargs="+", default=["auto"], metavar="SIDE",
+                        help="images are read at SIDE x SIDE, H x W, or auto (default): the training images' "
+                             "shared aspect ratio at about 256x256 pixels, 256x256 when their aspect ratios "
+                             "differ")
+    parser.add_argument("--input-size", nargs="+", default=["auto"], metavar="SIDE",
+                        help="backbone input size for CNNs: SIDE, H W, or auto (default): the images' aspect "
+                             "ratio at about 256x256 pixels")
     parser.add_argument("--strides", type=int, nargs="+", metavar="STRIDE",
                         help="the CNN's feature maps the flow models, by stride, finest first (default: 4 8 16; "
                              "8 16 fits in about half the time, better on large defects, worse on small ones)")

@@ -6,14 +6,57 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
-__all__ = ["load_anomaly_folder", "make_defects", "read_image", "image_files", "IMAGE_EXTENSIONS"]
+from ._images import aspect_size
+
+__all__ = ["load_anomaly_folder", "make_defects", "read_image", "image_files", "auto_image_size", "resize_image",
+           "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Aspect ratios within this factor of each other count as one (a few pixels cropped or padded).
+ASPECT_TOLERANCE = 1.05
+# What PIL raises on a file that is not an image, or a damaged one (UnidentifiedImageError is an OSError).
+_READ_ERRORS = (OSError, SyntaxError)
 
 
 def image_files(folder):
     """The image files of a folder (by extension), sorted by name."""
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _unreadable(path, exc):
+    return ValueError(f"could not read image {os.fspath(path)!r}: {exc}")
+
+
+def auto_image_size(files):
+    """The size ``image_size="auto"`` reads ``files`` at.
+
+    When the images share one aspect ratio (within 5 %), that ratio at about
+    256x256 pixels, sides multiples of 16 (500x1250 strips: 160x400); when
+    they do not, no single frame keeps their geometry and they are squashed
+    to 256x256. Only the files' headers are read.
+
+    Parameters
+    ----------
+    files : list of path-like
+        Image files, typically the good training images.
+
+    Returns
+    -------
+    size : (int, int)
+        ``(H, W)``.
+    """
+    from PIL import Image
+
+    aspects = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                aspects.append(image.size[1] / image.size[0])
+        except _READ_ERRORS as exc:
+            raise _unreadable(file, exc) from None
+    if not aspects or max(aspects) > ASPECT_TOLERANCE * min(aspects):
+        return (256, 256)
+    return aspect_size((float(np.median(aspects)), 1.0), step=16)
 
 
 def _as_size(image_size):
@@ -36,17 +79,24 @@ def read_image(path, *, color="rgb", image_size=None):
     image_size : int or (H, W), default=None
         Resize (bilinear) to this size.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB" if color == "rgb" else "L")
-            size = _as_size(image_size)
-            if size is not None and image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"could not read image {os.fspath(path)!r}: {exc}") from None
+            image = np.asarray(image.convert("RGB" if color == "rgb" else "L"), dtype=np.uint8)
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from None
+    return image if image_size is None else resize_image(image, image_size)
+
+
+def resize_image(image, image_size):
+    """Resize one uint8 image ``(H, W[, 3])`` (bilinear), as :func:`read_image` does."""
+    from PIL import Image
+
+    height, width = _as_size(image_size)
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR), dtype=np.uint8)
 
 
 def _read_mask(path, shape, image_size):
@@ -86,9 +136,11 @@ def load_anomaly_folder(path, *, image_size=None, color="auto"):
     ----------
     path : str or path-like
         The category folder.
-    image_size : int or (H, W), default=None
+    image_size : int, (H, W) or "auto", default=None
         Resize images (bilinear) and masks (nearest) to this size; needed when
-        the images do not all share one size.
+        the images do not all share one size. ``"auto"``: the training images'
+        shared aspect ratio at about 256x256 pixels, or 256x256 when their
+        aspect ratios differ (:func:`auto_image_size`).
     color : {"auto", "rgb", "gray"}, default="auto"
         ``"auto"`` reads grayscale when every training image is grayscale,
         RGB otherwise.
@@ -122,6 +174,10 @@ def load_anomaly_folder(path, *, image_size=None, color="auto"):
     if color not in ("auto", "rgb", "gray"):
         raise ValueError(f"color must be 'auto', 'rgb' or 'gray', got {color!r}.")
     train_files = image_files(train_dir)
+    if isinstance(image_size, str):
+        if image_size != "auto":
+            raise ValueError(f"image_size must be an int, (H, W), 'auto' or None, got {image_size!r}.")
+        image_size = auto_image_size(train_files)
     if color == "auto":
         gray_modes = {"L", "I;16", "I", "1", "LA"}
         color = "gray"

@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ._images import as_image_array, check_images, images_to_tensor
+from ._images import as_image_array, aspect_size, check_images, images_to_tensor
 from ._torch_utils import TorchStateMixin, resolve_device
 
 __all__ = [
@@ -41,8 +41,6 @@ UNTRAINED = "untrained"
 
 # ``pooling="auto"``: windows of AUTO_POOLING cells at input size 256, the same share of the image at others.
 AUTO_POOLING = 3
-# ``input_size="auto"``: about as many pixels as the default 256x256.
-AUTO_INPUT_AREA = 256 * 256
 
 # timm model names. Their ``features_only`` levels 0 to 4 are at strides 2, 4, 8, 16 and 32.
 CNN_PRESETS = {
@@ -416,11 +414,12 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         or for the Lite presets from the installed packages). A path: a local checkpoint
         of the timm model. ``"untrained"``: random weights, only for testing
         shapes and wiring - the features are meaningless.
-    input_size : int, (H, W) or "auto", default=256
+    input_size : int, (H, W) or "auto", default="auto"
         The size images are resized to before the backbone: a side >= 16,
         a ``(height, width)``, or ``"auto"``: the training images' aspect
         ratio at about 256x256 pixels, each side a multiple of the largest
-        of ``strides``. Maps and masks come back at the images' own size.
+        of ``strides`` (256x256 for square images, 160x400 for 500x1250
+        strips). Maps and masks come back at the images' own size.
     strides : tuple of int, default=(4, 8, 16)
         The backbone's output strides whose features are the scales, finest
         first, from 2, 4, 8, 16 and 32 (for the ResNets, stride 4 is layer 1
@@ -480,7 +479,7 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         "pooling": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left"), tuple],
     }
 
-    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size=256, strides=(4, 8, 16),
+    def __init__(self, backbone="efficientnet_lite0", *, weights="imagenet", input_size="auto", strides=(4, 8, 16),
                  pooling="auto", batch_size="auto", device="auto", verbose=0):
         self.backbone = backbone
         self.weights = weights
@@ -511,10 +510,8 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         """Resolve ``input_size`` into ``input_size_`` for images of ``image_size``."""
         self._check_strides()
         size = self.input_size
-        if isinstance(size, str):  # "auto": the images' aspect ratio at about AUTO_INPUT_AREA pixels
-            step = max(self.strides)  # every scale then halves the next finer one exactly
-            height = math.sqrt(AUTO_INPUT_AREA * image_size[0] / image_size[1])
-            size = [max(step, round(side / step) * step) for side in (height, AUTO_INPUT_AREA / height)]
+        if isinstance(size, str):  # "auto": the images' aspect ratio at about 256x256 pixels
+            size = aspect_size(image_size, step=max(self.strides))  # each scale then halves the next exactly
         elif isinstance(size, numbers.Integral):
             size = (size, size)
         elif len(size) != 2 or not all(isinstance(v, numbers.Integral) and v >= 16 for v in size):

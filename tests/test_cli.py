@@ -113,3 +113,24 @@ def test_input_size_option(values, expected):
 
     args = build_parser().parse_args(["fit", "good", "-o", "m.uflow", "--input-size", *values])
     assert _make_extractor(args).input_size == expected
+
+
+def test_size_options_name_themselves_when_wrong():
+    from sklearn_uflow.cli import CommandError, _size
+
+    with pytest.raises(CommandError, match="--image-size takes SIDE, H W or auto"):
+        _size(["256", "wide"], "--image-size")
+
+
+def test_default_sizes_keep_the_aspect_ratio_of_strips(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from sklearn_uflow.cli import main
+
+    rng = np.random.default_rng(0)
+    for i in range(4):  # steel-strip-like images, 2.5 times wider than high
+        Image.fromarray(rng.integers(0, 256, (60, 150, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    assert main(["fit", str(tmp_path), "-o", str(tmp_path / "m.uflow"), "--max-epochs", "1", "--quiet"]) in (0, None)
+    detector = load_detector(tmp_path / "m.uflow")
+    assert detector.image_size_ == (160, 400) and detector.extractor_.input_size_ == (160, 400)

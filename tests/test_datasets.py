@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sklearn_uflow.datasets import load_anomaly_folder, make_defects
+from sklearn_uflow.datasets import auto_image_size, image_files, load_anomaly_folder, make_defects
 
 # Counts stated in each dataset's SOURCE.md.
 EXPECTED = {
@@ -30,6 +30,39 @@ def test_loaders_read_the_real_datasets(data_dir, category):
 def test_mixed_sizes_need_image_size(data_dir):
     with pytest.raises(ValueError, match="image_size"):
         load_anomaly_folder(data_dir / "magnetic_tile/magnetic_tile")
+
+
+def test_auto_size_squashes_the_magnetic_tiles_whose_aspect_ratios_differ(data_dir):
+    # Each image is cut to its tile: height/width from 0.38 to 2.81 over the training images.
+    files = image_files(data_dir / "magnetic_tile/magnetic_tile/train/good")
+    assert auto_image_size(files) == (256, 256)
+    assert load_anomaly_folder(data_dir / "hazelnut_toy/hazelnut_toy", image_size="auto").train_images.shape[1:3] == (
+        256, 256)
+
+
+def _strips(root, sizes):
+    for i, (height, width) in enumerate(sizes):
+        _write(root / f"{i}.png", np.full((height, width, 3), 100 + i, np.uint8))
+    return image_files(root)
+
+
+@pytest.mark.parametrize("sizes, expected", [
+    ([(50, 125), (100, 250), (102, 250)], (160, 400)),  # one aspect, within 5 %: kept, at about 256x256 pixels
+    ([(125, 50), (250, 100)], (400, 160)),
+    ([(64, 64), (61, 64)], (256, 256)),
+    ([(50, 125), (100, 100)], (256, 256)),  # two aspects: no one frame keeps both
+])
+def test_auto_image_size(tmp_path, sizes, expected):
+    assert auto_image_size(_strips(tmp_path, sizes)) == expected
+
+
+def test_loader_reads_strips_at_their_aspect_ratio(tmp_path):
+    _strips(tmp_path / "train/good", [(50, 125), (100, 250)])
+    _strips(tmp_path / "test/good", [(500, 1250), (64, 64)])  # the training images set the frame
+    data = load_anomaly_folder(tmp_path, image_size="auto")
+    assert data.train_images.shape == (2, 160, 400, 3) and data.test_images.shape == (2, 160, 400, 3)
+    with pytest.raises(ValueError, match="image_size must be"):
+        load_anomaly_folder(tmp_path, image_size="median")
 
 
 def _write(path, array):

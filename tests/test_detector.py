@@ -257,3 +257,23 @@ def test_oblong_images_keep_their_aspect_and_size(defects):
     assert detector.extractor_.input_size_ == (224, 288)  # 3:4 at about 256x256 pixels, multiples of 16
     assert detector.anomaly_maps(X[:2]).shape == detector.predict_masks(X[:2]).shape == (2, 48, 64)
     assert detector.augmentation_ in ("none", "flips")  # no quarter turns for an oblong frame
+
+
+@pytest.mark.parametrize("axis", [1, 2], ids=["tall", "wide"])
+def test_oblong_maps_find_the_defect_where_it_is(axis):
+    """Two synthetic images side by side (or stacked): the map lights up the defective one's defect, so no
+    step mixes up height and width on a 1:2 frame."""
+    from sklearn_uflow.datasets import make_defects
+    from sklearn_uflow.metrics import pixel_roc_auc
+
+    X, y, masks = make_defects(n_samples=48, image_size=64, random_state=1)
+    good, bad, bad_masks = X[y == 0], X[y == 1][:6], masks[y == 1][:6]
+    train = np.concatenate([good, good[::-1]], axis=axis)
+    test = np.concatenate([np.concatenate([good[:6], bad], axis=axis), np.concatenate([bad, good[:6]], axis=axis)])
+    no_defect = np.zeros_like(bad_masks)
+    test_masks = np.concatenate([np.concatenate([no_defect, bad_masks], axis=axis),
+                                 np.concatenate([bad_masks, no_defect], axis=axis)])
+    detector = UFlowDetector(CNNFeatureTransformer(device="cpu"), max_epochs=3, random_state=0,
+                             device="cpu").fit(train)
+    assert detector.extractor_.input_size_ == ((368, 176) if axis == 1 else (176, 368))
+    assert pixel_roc_auc(test_masks, detector.anomaly_maps(test)) > 0.9

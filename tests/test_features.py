@@ -194,6 +194,8 @@ def test_input_size_takes_a_height_and_width_or_keeps_the_images_aspect(rng):
     height, width = auto.input_size_
     assert height % 16 == 0 and width % 16 == 0  # every scale halves the next finer one
     assert abs(height / width - 111 / 290) < 0.05 and abs(height * width / 256**2 - 1) < 0.1
+    square = rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)  # the default: 256x256 for square images
+    assert CNNFeatureTransformer(device="cpu").fit(square).input_size_ == (256, 256)
     coarse = CNNFeatureTransformer(input_size="auto", strides=(8, 16, 32), pooling=1, device="cpu").fit(X)
     assert all(side % 32 == 0 for side in coarse.input_size_)
     for bad in ((64,), (64, 8), (64.0, 64)):
