@@ -6,7 +6,9 @@ feature step), or ``"patchcore"``: PatchCore's score on the same features (a
 memory of 60,000 random training cells, the distance to the nearest, a
 Gaussian of 4 pixels). Each is fitted on every dataset's good training images
 (at 256x256, ``--image-size H W``, or a setting's ``"image_size": [H, W]``)
-and scored on its test images; the last rows pool the datasets.
+and scored on its test images; the last rows pool the datasets. A setting's
+``"letterbox": true`` fits each image into the frame at its own aspect ratio
+(the rest reflected) and scores its map, cropped back, on the squashed grid.
 ``--n-train N --draws D``: fits on N random training images, D draws (the
 few-shot regime). ``--seeds``: full fits over seeds. ``--held-out``: score
 held-out training images with planted defects (``planted.py``) instead.
@@ -80,6 +82,30 @@ def any_pose(data, seed=0):
     return data
 
 
+def letterbox(data, root):
+    """The dataset with each image read at its own aspect ratio, scaled to fit the frame, the rest of the frame
+    filled by reflection; ``data.boxes`` says where each test image lies, to crop its map back."""
+    from sklearn_uflow.datasets import read_image, resize_image
+
+    size = data.train_images.shape[1:3]
+
+    def fit(files):
+        out, boxes = [], []
+        for file in files:
+            image = read_image(root / file, color=data.color)
+            scale = min(size[0] / image.shape[0], size[1] / image.shape[1])
+            inner = [max(1, round(side * scale)) for side in image.shape[:2]]
+            top, left = (size[0] - inner[0]) // 2, (size[1] - inner[1]) // 2
+            pad = [(top, size[0] - inner[0] - top), (left, size[1] - inner[1] - left)] + [(0, 0)] * (image.ndim - 2)
+            out.append(np.pad(resize_image(image, inner), pad, mode="reflect"))
+            boxes.append((slice(top, top + inner[0]), slice(left, left + inner[1])))
+        return np.stack(out), boxes
+
+    data.train_images = fit(data.train_files)[0]
+    data.test_images, data.boxes = fit(data.test_files)
+    return data
+
+
 def evaluate(setting, train, data, seed):
     """Fit one setting and score the test images: figures, fit time, and what the fit chose."""
     from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
@@ -104,6 +130,10 @@ def evaluate(setting, train, data, seed):
         score_ms = 1000 * (time.perf_counter() - start) / len(maps)
         scores = detector.score_samples(data.test_images)
         chosen = getattr(detector, "augmentation_", "")
+    if "boxes" in data:  # letterboxed: each map cropped to its image and scored on the squashed image's grid
+        maps = np.concatenate([F.interpolate(torch.from_numpy(np.ascontiguousarray(m[box]))[None, None],
+                                             size=m.shape, mode="bilinear", align_corners=False)[0].numpy()
+                               for m, box in zip(maps, data.boxes)])
     masks = data.test_masks.astype(bool)
     return {"pixel AUROC": 100 * pixel_roc_auc(masks, maps), "AUPRO": 100 * aupro(masks, maps),
             "image AUROC": 100 * image_roc_auc(data.test_labels, -scores),
@@ -134,24 +164,26 @@ def main():
     for category in args.categories:
         loaded = {}  # image size -> the dataset loaded at it
 
-        def load(size):
-            if size not in loaded:
+        def load(size, boxed):
+            if (size, boxed) not in loaded:
                 data = load_anomaly_folder(data_dir() / category, image_size=size)
+                if boxed:
+                    data = letterbox(data, data_dir() / category)
                 if args.any_pose:
                     data = any_pose(data)
                 if args.held_out:
                     data.train_images, held_out = held_out_set(data.train_images)
                     data.update(held_out)
-                loaded[size] = data
-            return loaded[size]
+                loaded[size, boxed] = data
+            return loaded[size, boxed]
 
         for seed in seeds:
             for setting, name in zip(settings, names):
-                size = tuple(args.image_size)
-                if setting != "patchcore" and "image_size" in setting:  # the harness's key, not a parameter
+                size, boxed = tuple(args.image_size), False
+                if setting != "patchcore":  # the harness's keys, not parameters
                     setting = dict(setting)
-                    size = tuple(setting.pop("image_size"))
-                data = load(size)
+                    size, boxed = tuple(setting.pop("image_size", size)), setting.pop("letterbox", False)
+                data = load(size, boxed)
                 train = data.train_images
                 if args.n_train and args.n_train < len(train):
                     train = train[np.sort(np.random.default_rng(seed).choice(len(train), args.n_train,
