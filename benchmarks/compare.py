@@ -159,10 +159,13 @@ def main():
     settings = [s if s == "patchcore" else json.loads(s) for s in args.settings]
     names = [s if s == "patchcore" else json.dumps(s, sort_keys=True) if s else "defaults" for s in settings]
     seeds = range(args.draws) if args.n_train else args.seeds
+    if (args.any_pose or args.held_out) and any(s != "patchcore" and s.get("letterbox") for s in settings):
+        # Both replace or turn the test images, which the letterbox's crop boxes would no longer fit.
+        parser.error("a letterboxed setting takes neither --any-pose nor --held-out")
 
     results, n_images = {}, {}  # (category, name) -> figures per seed; category -> training images per fit
     for category in args.categories:
-        loaded = {}  # image size -> the dataset loaded at it
+        loaded = {}  # (image size, letterboxed) -> the dataset loaded so
 
         def load(size, boxed):
             if (size, boxed) not in loaded:
