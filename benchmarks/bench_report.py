@@ -7,9 +7,12 @@ Chromium), times loading the page until its images are in, and the filters:
 ``docs/benchmarks/speed.rst``.
 
 Usage: ``python benchmarks/bench_report.py`` (``pip install playwright``,
-``apt install chromium``).
+``apt install chromium``). ``--screenshot RUN_FOLDER`` instead takes the
+picture of a run's report that the user guide shows
+(``docs/_static/report.png``), e.g. of ``sklearn-uflow run -o RUN_FOLDER``.
 """
 
+import argparse
 import shutil
 import tempfile
 import time
@@ -62,5 +65,25 @@ def main():
                       "sorted when it is written, so opening it shows them sorted.")
 
 
+def screenshot(run_folder, width=1100, height=900):
+    """The top of a run's ``report.html`` in headless Chromium, into ``docs/_static/report.png``."""
+    from playwright.sync_api import sync_playwright
+
+    target = Path(__file__).resolve().parents[1] / "docs" / "_static" / "report.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"))
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto((Path(run_folder) / "report.html").resolve().as_uri(), wait_until="load")
+        page.screenshot(path=target)
+        browser.close()
+    print(f"wrote {target}")
+
+
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--screenshot", metavar="RUN_FOLDER", help="picture a run's report instead")
+    args = parser.parse_args()
+    if args.screenshot:
+        screenshot(args.screenshot)
+    else:
+        main()

@@ -112,10 +112,11 @@ def evaluate(setting, train, data, seed):
     from sklearn_uflow.metrics import aupro, image_roc_auc, pixel_roc_auc
 
     start = time.perf_counter()
+    detected = np.full(len(data.test_images), np.nan)
     if setting == "patchcore":
         extractor = CNNFeatureTransformer("efficientnet_lite0", device="cpu").fit(train[:1])
         maps = patchcore_maps(extractor, train, data.test_images, seed)
-        scores, chosen = -maps.max(axis=(1, 2)), ""
+        scores, chosen, held_out_bpd = -maps.max(axis=(1, 2)), "", np.nan
         fit_seconds = score_ms = float("nan")
     else:
         params = {"extractor": "efficientnet_lite0", "random_state": seed, "device": "cpu", **setting}
@@ -126,18 +127,26 @@ def evaluate(setting, train, data, seed):
         detector = UFlowDetector(**params).fit(train)
         fit_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        maps = detector.anomaly_maps(data.test_images)
+        maps, log_nfa = detector.maps_and_log_nfa(data.test_images)
         score_ms = 1000 * (time.perf_counter() - start) / len(maps)
-        scores = detector.score_samples(data.test_images)
-        chosen = getattr(detector, "augmentation_", "")
+        scores = log_nfa.min(axis=(1, 2))  # score_samples
+        detected = scores <= np.log10(detector.epsilon)  # predict, with contamination="auto"
+        chosen = detector.augmentation_
+        history = detector.history_
+        held_out_bpd = min(history["val_bpd"], default=np.nan)
+        print("  fit:", {k: v if isinstance(v, (int, str)) else float(f"{v:.3g}") for k, v in history.items()
+                         if not isinstance(v, (list, dict))}, flush=True)
     if "boxes" in data:  # letterboxed: each map cropped to its image and scored on the squashed image's grid
         maps = np.concatenate([F.interpolate(torch.from_numpy(np.ascontiguousarray(m[box]))[None, None],
                                              size=m.shape, mode="bilinear", align_corners=False)[0].numpy()
                                for m, box in zip(maps, data.boxes)])
     masks = data.test_masks.astype(bool)
+    good = data.test_labels == 0
     return {"pixel AUROC": 100 * pixel_roc_auc(masks, maps), "AUPRO": 100 * aupro(masks, maps),
             "image AUROC": 100 * image_roc_auc(data.test_labels, -scores),
-            "fit s/image": fit_seconds / len(train), "maps ms/image": score_ms, "chosen": chosen}
+            "good detected %": 100 * np.mean(detected[good]), "defective missed %": 100 * (1 - np.mean(detected[~good])),
+            "held-out bpd": held_out_bpd, "fit s/image": fit_seconds / len(train), "scoring ms/image": score_ms,
+            "chosen": chosen}
 
 
 def main():
@@ -198,7 +207,8 @@ def main():
                                              for k, v in figures.items()}, flush=True)
 
     category_0 = args.categories[0]
-    metrics = ("pixel AUROC", "AUPRO", "image AUROC", "fit s/image", "maps ms/image")
+    metrics = ("pixel AUROC", "AUPRO", "image AUROC", "good detected %", "defective missed %", "held-out bpd",
+               "fit s/image", "scoring ms/image")
     rows = []
     for category in [*args.categories, "pooled"]:
         for name in names:

@@ -5,7 +5,10 @@ files. Each task reads its files, scores them with one pass of the backbone
 and the flow, writes an anomaly map, a mask and an overlay per image, and
 returns one summary row per file. Run in-process or on a cluster, the tasks
 are the same, so the files and the summary are the same. A file that cannot
-be read or scored gets a row with its error; the others carry on.
+be read or scored gets a row with its error; the others carry on. Every file
+is written whole or not at all, ``results.csv`` last, and a folder holding
+another run's outputs is refused unless they are to be overwritten (see
+:mod:`sklearn_uflow._files`).
 """
 
 import csv
@@ -14,6 +17,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from ._files import atomic_path, prepare_output_dir
 
 __all__ = ["COLOUR_RANGE", "RESULT_COLUMNS", "score_files", "write_outputs", "write_results"]
 
@@ -37,19 +43,22 @@ def _output_names(files):
 def _save_png(array, path):
     from PIL import Image
 
-    Image.fromarray(array).save(path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(array).save(temporary, format="PNG")
 
 
 def _row(name, error=None):
     return dict.fromkeys(RESULT_COLUMNS, "") | {"image": name, "error": error or ""}
 
 
-def write_outputs(images, maps, log_nfa, names, output_dir, epsilon):
+def write_outputs(images, maps, log_nfa, names, output_dir, epsilon, true_masks=None):
     """Write each image's map, mask and overlay PNG files; one summary row each.
 
     The summary is read from the maps as scored; the files are at each
     image's own size, which may differ from the maps' (scores resized
-    bilinearly, NFA values, each a region's, repeated).
+    bilinearly, NFA values, each a region's, repeated). With ``true_masks``
+    (the ground truth, at the maps' size), the overlays also draw its
+    contour, in green.
     """
     import torch
     from skimage.measure import label
@@ -61,7 +70,8 @@ def write_outputs(images, maps, log_nfa, names, output_dir, epsilon):
         return resize_maps(torch.from_numpy(np.ascontiguousarray(array)[None]), size, mode=mode)[0].numpy()
 
     output_dir, rows = Path(output_dir), []
-    for image, scores, nfa, name in zip(images, maps, log_nfa, names):
+    truths = [None] * len(names) if true_masks is None else true_masks
+    for image, scores, nfa, name, truth in zip(images, maps, log_nfa, names, truths):
         mask = nfa <= np.log10(epsilon)
         rows.append(_row(name) | {
             "max_anomaly_score": float(scores.max()),
@@ -73,7 +83,9 @@ def write_outputs(images, maps, log_nfa, names, output_dir, epsilon):
         mask = at(image.shape[:2], nfa, "nearest") <= np.log10(epsilon)
         _save_png(heatmap(scores, *COLOUR_RANGE), output_dir / f"{name}_map.png")
         _save_png(mask.astype(np.uint8) * 255, output_dir / f"{name}_mask.png")
-        _save_png(overlay(image, scores, mask, vmin=COLOUR_RANGE[0], vmax=COLOUR_RANGE[1]),
+        if truth is not None:
+            truth = at(image.shape[:2], truth.astype(np.float32), "nearest") > 0.5
+        _save_png(overlay(image, scores, mask, true_mask=truth, vmin=COLOUR_RANGE[0], vmax=COLOUR_RANGE[1]),
                   output_dir / f"{name}_overlay.png")
     return rows
 
@@ -114,7 +126,8 @@ def _client(scheduler):
     return Client(scheduler), True
 
 
-def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, files_per_task=None):
+def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, files_per_task=None, overwrite=False,
+                verbose=0):
     """Score image files and write their maps, masks, overlays and a summary.
 
     For each image ``NAME``, writes ``NAME_map.png`` (the anomaly map in the
@@ -145,6 +158,11 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
         scoring batch (16 images, or ``batch_size`` if larger), with which a
         collection of readable files gives the figures of in-process scoring
         of the image array bit for bit.
+    overwrite : bool, default=False
+        Whether to remove another run's outputs found in ``output_dir``
+        first; by default such a folder is refused before any work.
+    verbose : int, default=0
+        A progress bar over the files when positive.
 
     Returns
     -------
@@ -152,6 +170,12 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
         One row per file, in the order of ``files``, with the keys
         :data:`RESULT_COLUMNS`; ``error`` is empty for files that were
         scored.
+
+    Raises
+    ------
+    sklearn_uflow._files.OutputExistsError
+        If ``output_dir`` holds another run's outputs and ``overwrite`` is
+        False (a ``FileExistsError``).
 
     Examples
     --------
@@ -168,23 +192,25 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
     files_per_task = files_per_task or detector.scoring_batch_size
     files = [os.fspath(f) for f in files]
     names = _output_names(files)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = prepare_output_dir(output_dir, overwrite)
     tasks = [(files[i : i + files_per_task], names[i : i + files_per_task])
              for i in range(0, len(files), files_per_task)]
 
-    if scheduler is None:
-        results = [_score_task(detector, task_files, task_names, output_dir, epsilon)
-                   for task_files, task_names in tasks]
-    else:
-        results = _score_on_cluster(detector, tasks, output_dir, epsilon, scheduler)
+    with tqdm(total=len(files), desc="scoring", unit="image", disable=not verbose) as progress:
+        if scheduler is None:
+            results = []
+            for task_files, task_names in tasks:
+                results.append(_score_task(detector, task_files, task_names, output_dir, epsilon))
+                progress.update(len(task_files))
+        else:
+            results = _score_on_cluster(detector, tasks, output_dir, epsilon, scheduler, progress)
     rows = [row for task_rows in results for row in task_rows]
     write_results(rows, output_dir / "results.csv")
     return rows
 
 
-def _score_on_cluster(detector, tasks, output_dir, epsilon, scheduler):
-    from distributed import wait
+def _score_on_cluster(detector, tasks, output_dir, epsilon, scheduler, progress):
+    from distributed import as_completed
 
     client, owned = _client(scheduler)
     try:
@@ -193,7 +219,13 @@ def _score_on_cluster(detector, tasks, output_dir, epsilon, scheduler):
         futures = [client.submit(_score_task, model, task_files, task_names, os.fspath(output_dir), epsilon,
                                  pure=False)
                    for task_files, task_names in tasks]
-        wait(futures)
+        sizes = {future.key: len(task_files) for future, (task_files, _) in zip(futures, tasks)}
+        try:
+            for future in as_completed(futures):
+                progress.update(sizes[future.key])
+        except BaseException:  # interrupted: no task goes on writing into the folder
+            client.cancel(futures)
+            raise
         results = []
         for future, (_, task_names) in zip(futures, tasks):
             if future.status == "finished":
@@ -211,8 +243,8 @@ def _format(value):
 
 
 def write_results(rows, path):
-    """Write summary rows (dicts keyed by :data:`RESULT_COLUMNS`) as CSV."""
-    with open(path, "w", newline="") as f:
+    """Write summary rows (dicts keyed by :data:`RESULT_COLUMNS`) as CSV, whole or not at all."""
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(RESULT_COLUMNS)
         writer.writerows([_format(row[key]) for key in RESULT_COLUMNS] for row in rows)

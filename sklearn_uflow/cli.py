@@ -6,19 +6,28 @@
   the anomaly map, the mask and an overlay as PNG files, and ``results.csv``
   (score, decision, smallest log10 NFA, number of regions);
 * ``sklearn-uflow evaluate MODEL DATASET_DIR`` prints the metric table on an
-  MVTec-layout folder;
+  MVTec-layout folder (and with ``-o OUT`` writes the files of ``predict``,
+  the overlays with the true defects' contours);
 * ``sklearn-uflow run [FOLDER] -o OUT`` does all three on an MVTec-layout
   folder, or on synthetic images without one.
 
-Exit code 0 on success; on bad input, 2 and a one-line reason. ``predict``
-scores every file it can: when some could not be read or scored, it still
-writes the others, lists the failures in the ``error`` column of
-``results.csv`` and exits with 1. With ``--scheduler ADDRESS`` it runs on a
-Dask cluster (see :func:`sklearn_uflow.batch.score_files`).
+Exit code 0 on success; on bad input, 2 and a one-line reason; interrupted
+by Ctrl-C or SIGTERM, 130 or 143 and one line. ``predict`` scores every file
+it can: when some could not be read or scored, it still writes the others,
+lists the failures in the ``error`` column of ``results.csv`` and exits with
+1. With ``--scheduler ADDRESS`` it runs on a Dask cluster (see
+:func:`sklearn_uflow.batch.score_files`).
+
+Outputs are checked before any work. Every file is written whole or not at
+all, and ``results.csv`` and ``report.html`` last, so that their presence
+means the run finished; an output folder that holds another run's outputs
+is refused, unless ``--overwrite`` removes them first.
 """
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +38,15 @@ __all__ = ["main"]
 
 class CommandError(Exception):
     """A problem with the command's input, reported in one line."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, as KeyboardInterrupt is, so that no
+    handler of ordinary errors carries on past it."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def _image_files(paths):
@@ -91,18 +109,19 @@ def _fit(train, args):
     start = time.perf_counter()
     detector.fit(train)
     history = detector.history_
-    best = min(history.get("val_bpd") or history["train_bpd"])
-    print(f"fitted on {len(train)} images in {time.perf_counter() - start:.1f} s; best epoch "
-          f"{history['best_epoch']} of {len(history['train_bpd'])}, validation loss {best:.4f} bits/dim")
+    judged = (f"{history['n_splits']} folds" if history["n_splits"] > 1 else "held-out images")
+    loss = (f"; best epoch {history['best_epoch']} of {len(history['val_bpd'])}, loss on {judged} "
+            f"{min(history['val_bpd']):.4f} bits/dim" if history["val_bpd"] else "")
+    print(f"fitted on {len(train)} images in {time.perf_counter() - start:.1f} s{loss}; augmentation "
+          f"{detector.augmentation_}")
     return detector
 
 
-def _write_predictions(detector, images, names, out, epsilon):
+def _write_predictions(detector, images, names, out, epsilon, true_masks=None):
     from .batch import write_outputs, write_results
 
-    out.mkdir(parents=True, exist_ok=True)
     maps, log_nfa = detector.maps_and_log_nfa(images)  # one pass serves every file written
-    rows = write_outputs(images, maps, log_nfa, names, out, epsilon)
+    rows = write_outputs(images, maps, log_nfa, names, out, epsilon, true_masks)
     write_results(rows, out / "results.csv")
     _report(rows, out, epsilon)
     return rows, maps, log_nfa
@@ -157,6 +176,9 @@ def _metric_table(maps, log_nfa, masks, labels, epsilon):
 
 
 def cmd_fit(args):
+    from ._files import check_output_file
+
+    check_output_file(args.output)
     files = _image_files([args.good_dir])
     color = "gray" if args.gray else "rgb"
     detector = _fit(_read_images(files, _size(args.image_size, "--image-size"), color), args)
@@ -170,57 +192,88 @@ def _load(path):
     return UFlowDetector.load(path)
 
 
+def _check_output_dir(args):
+    """The output folder, checked before any work; it is created, and an
+    earlier run's outputs removed (``--overwrite``), when writing starts."""
+    from ._files import check_output_dir
+
+    check_output_dir(args.output, args.overwrite)
+    return Path(args.output)
+
+
+def _prepare_output_dir(args):
+    from ._files import prepare_output_dir
+
+    return prepare_output_dir(args.output, args.overwrite)
+
+
 def cmd_predict(args):
     from .batch import score_files
 
+    out = _check_output_dir(args)
     detector = _load(args.model)
     files = _image_files(args.images)
     epsilon = args.epsilon or detector.epsilon
     start = time.perf_counter()
-    rows = score_files(detector, files, args.output, epsilon=epsilon, scheduler=args.scheduler,
-                       files_per_task=args.files_per_task)
+    rows = score_files(detector, files, out, epsilon=epsilon, scheduler=args.scheduler,
+                       files_per_task=args.files_per_task, overwrite=args.overwrite, verbose=int(not args.quiet))
     where = f"on the Dask cluster at {args.scheduler}" if args.scheduler else "in this process"
     print(f"scored {len(files)} files {where} in {time.perf_counter() - start:.1f} s")
-    _report(rows, Path(args.output), epsilon)
-    _write_report(args, rows, Path(args.output), detector, epsilon)
+    _report(rows, out, epsilon)
+    _write_report(args, rows, out, detector, epsilon)
     return 1 if any(row["error"] for row in rows) else 0
+
+
+def _test_names(files):
+    return [name.replace("/", "_").rsplit(".", 1)[0] for name in files]
 
 
 def cmd_evaluate(args):
     from .datasets import load_anomaly_folder
 
+    out = _check_output_dir(args) if args.output else None
     detector = _load(args.model)
     data = load_anomaly_folder(args.dataset_dir, image_size=detector.image_size_,
                                color="gray" if detector.n_channels_ == 1 else "rgb")
     if data.test_images is None:
         raise CommandError(f"{args.dataset_dir} has no test images")
-    maps, log_nfa = detector.maps_and_log_nfa(data.test_images)
-    _metric_table(maps, log_nfa, data.test_masks, data.test_labels, args.epsilon or detector.epsilon)
+    epsilon = args.epsilon or detector.epsilon
+    if out is None:
+        maps, log_nfa = detector.maps_and_log_nfa(data.test_images)
+        _metric_table(maps, log_nfa, data.test_masks, data.test_labels, epsilon)
+        return
+    rows, maps, log_nfa = _write_predictions(detector, data.test_images, _test_names(data.test_files),
+                                             _prepare_output_dir(args), epsilon, data.test_masks)
+    metrics = _metric_table(maps, log_nfa, data.test_masks, data.test_labels, epsilon)
+    _write_report(args, rows, out, detector, epsilon, metrics)
 
 
 def cmd_run(args):
     from .datasets import load_anomaly_folder, make_defects
 
+    _check_output_dir(args)
     if args.folder is None:
         size = _size(args.image_size, "--image-size")
         if not isinstance(size, int) and size != "auto":
             raise CommandError("the synthetic images are square: --image-size takes one SIDE (or auto: 256)")
         X, y, masks = make_defects(n_samples=args.n_synthetic, image_size=256 if size == "auto" else size,
                                    random_state=args.seed)
-        train, test, test_masks, labels = X[y == 0][: len(X) // 4], X, masks, y
-        names = [f"synthetic_{i:03d}" for i in range(len(X))]
-        print(f"synthetic data: {len(train)} good training images, {len(test)} test images")
+        # A quarter of the images, all good, to fit on; every other image to test on.
+        trained = np.flatnonzero(y == 0)[: len(X) // 4]
+        tested = np.setdiff1d(np.arange(len(X)), trained)
+        train, test, test_masks, labels = X[trained], X[tested], masks[tested], y[tested]
+        names = [f"synthetic_{i:03d}" for i in tested]
+        print(f"synthetic data: {len(train)} good training images, {len(test)} other test images")
     else:
         data = load_anomaly_folder(args.folder, image_size=_size(args.image_size, "--image-size"))
         train, test, test_masks, labels = data.train_images, data.test_images, data.test_masks, data.test_labels
-        names = [name.replace("/", "_").rsplit(".", 1)[0] for name in data.test_files]
+        names = _test_names(data.test_files)
         print(f"{args.folder}: {len(train)} good training images, {0 if test is None else len(test)} test images")
     detector = _fit(train, args)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _prepare_output_dir(args)
     detector.save(out / "model.uflow")
     if test is not None:
-        rows, maps, log_nfa = _write_predictions(detector, test, names, out, args.epsilon)
+        rows, maps, log_nfa = _write_predictions(detector, test, names, out, args.epsilon, test_masks)
         metrics = _metric_table(maps, log_nfa, test_masks, labels, args.epsilon)
         _write_report(args, rows, out, detector, args.epsilon, metrics)
 
@@ -257,9 +310,11 @@ def _training_options(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _report_option(parser):
+def _output_options(parser):
     parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
-                        help="write report.html, a page of the results sorted by score (default: on)")
+                        help="write report.html, a page of the results, most anomalous first (default: on)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="remove another run's outputs from the output folder first (default: refuse it)")
 
 
 def build_parser():
@@ -281,7 +336,8 @@ def build_parser():
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="score on the Dask cluster at this address, e.g. tcp://10.0.0.5:8786 (needs the "
                         "dask extra; the output folder must be shared with the workers)")
-    _report_option(p)
+    _output_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--files-per-task", type=int, default=None,
                    help="files read and scored together (default: the model's scoring batch, 16)")
     p.set_defaults(func=cmd_predict)
@@ -290,12 +346,16 @@ def build_parser():
     p.add_argument("model", help="model file written by 'fit'")
     p.add_argument("dataset_dir", help="MVTec-layout folder (test/<type>, ground_truth/<type>)")
     p.add_argument("--epsilon", type=float, default=None, help="NFA threshold (default: the model's)")
+    p.add_argument("-o", "--output", default=None,
+                   help="also write maps, masks, overlays (with the true defects' contours), results.csv and "
+                        "report.html to this folder")
+    _output_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("run", help="fit on good images and write maps, masks and overlays (demo)")
     p.add_argument("folder", nargs="?", help="MVTec-layout folder (default: synthetic make_defects data)")
     p.add_argument("-o", "--output", default="uflow-output", help="output folder (default: uflow-output)")
-    _report_option(p)
+    _output_options(p)
     p.add_argument("--n-synthetic", type=int, default=80, help="images of the synthetic demo")
     _training_options(p)
     p.set_defaults(func=cmd_run)
@@ -304,11 +364,24 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         status = args.func(args)
+    except KeyboardInterrupt:
+        print("sklearn-uflow: interrupted; the files written are whole, and the run did not finish",
+              file=sys.stderr)
+        return 130
+    except Terminated:
+        print("sklearn-uflow: terminated; the files written are whole, and the run did not finish",
+              file=sys.stderr)
+        return 143
     except (CommandError, ValueError, OSError, RuntimeError, ImportError) as exc:
         print(f"sklearn-uflow: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return status or 0
 
 

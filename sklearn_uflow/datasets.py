@@ -14,6 +14,8 @@ __all__ = ["load_anomaly_folder", "make_defects", "read_image", "image_files", "
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Aspect ratios within this factor of each other count as one (a few pixels cropped or padded).
 ASPECT_TOLERANCE = 1.05
+# The 8-bit modes that Pillow converts to RGB and L faithfully.
+_EIGHT_BIT_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV"}
 # What PIL raises on a file that is not an image, or a damaged one (UnidentifiedImageError is an OSError).
 _READ_ERRORS = (OSError, SyntaxError)
 
@@ -70,6 +72,13 @@ def _as_size(image_size):
 def read_image(path, *, color="rgb", image_size=None):
     """Read one image file as a uint8 array ``(H, W, 3)`` or ``(H, W)``.
 
+    8-bit images are read as they are (palette, alpha, CMYK and YCbCr
+    converted by Pillow). Images of higher bit depth are scaled by the range
+    of their type: 16-bit grayscale by 65535, integer TIFF by the range of
+    its declared bits, floating-point TIFF from [0, 1]. An image whose
+    values fall outside that range, or whose mode cannot be converted, is
+    refused rather than clipped.
+
     Parameters
     ----------
     path : str or path-like
@@ -78,15 +87,48 @@ def read_image(path, *, color="rgb", image_size=None):
         Colour conversion.
     image_size : int or (H, W), default=None
         Resize (bilinear) to this size.
+
+    Raises
+    ------
+    ValueError
+        If the file is not an image Pillow can read, or cannot be read
+        faithfully as 8 bits.
     """
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            image = np.asarray(image.convert("RGB" if color == "rgb" else "L"), dtype=np.uint8)
-    except _READ_ERRORS as exc:
+            image = _as_uint8(image, color)
+    except (*_READ_ERRORS, ValueError) as exc:
         raise _unreadable(path, exc) from None
     return image if image_size is None else resize_image(image, image_size)
+
+
+def _as_uint8(image, color):
+    """The pixels of an open PIL image as uint8, in ``color``; ValueError if they cannot be read faithfully."""
+    mode = image.mode
+    if mode == "F" or mode == "I" or mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64)
+        if mode == "F":
+            top, what = 1.0, "floating-point values outside [0, 1]"
+        else:
+            bits = 16 if mode != "I" else _declared_bits(image, default=32)
+            top, what = 2.0**bits - 1, f"values outside the range of {bits}-bit integers"
+        if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= top):
+            raise ValueError(f"{mode} image with {what} ({values.min():g} to {values.max():g}); "
+                             "convert it to 8 or 16 bits")
+        gray = np.round(values * (255.0 / top)).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2) if color == "rgb" else gray
+    if mode not in _EIGHT_BIT_MODES:  # e.g. LAB, which Pillow's convert does not turn into RGB faithfully
+        raise ValueError(f"{mode} images are not supported; save it as RGB or grayscale")
+    return np.asarray(image.convert("RGB" if color == "rgb" else "L"), dtype=np.uint8)
+
+
+def _declared_bits(image, default):
+    """Bits per sample that a TIFF declares, or ``default``."""
+    tags = getattr(image, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None
+    return int(bits[0] if isinstance(bits, tuple) else bits) if bits else default
 
 
 def resize_image(image, image_size):
@@ -179,7 +221,7 @@ def load_anomaly_folder(path, *, image_size=None, color="auto"):
             raise ValueError(f"image_size must be an int, (H, W), 'auto' or None, got {image_size!r}.")
         image_size = auto_image_size(train_files)
     if color == "auto":
-        gray_modes = {"L", "I;16", "I", "1", "LA"}
+        gray_modes = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
         color = "gray"
         for file in train_files:
             with Image.open(file) as image:

@@ -2,13 +2,16 @@
 
 import math
 import numbers
+from functools import partial
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin, clone
+from sklearn.model_selection import KFold, train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
+from tqdm.auto import tqdm
 
 from ._images import as_image_array, check_images
 from ._torch_utils import TorchStateMixin, resolve_device, seed_from
@@ -17,14 +20,18 @@ from .features import CNN_PRESETS, BaseFeatureExtractor, make_feature_extractor,
 from .flow import build_uflow, latent_shapes
 from .scoring import smoothed_anomaly_maps
 from .symmetries import AUGMENTATIONS, apply_symmetry, symmetries
-from .training import FlowTraining
+from .training import FlowTraining, copies_excess_bpd, copy_rows, fit_held_out, symmetry_p_value
 
 __all__ = ["UFlowDetector"]
 
-# augmentation="auto": the candidates, and the share of max_epochs for which each is trained before the one
-# with the lowest validation loss goes on alone.
-AUTO_AUGMENTATIONS = {"square": ("none", "eight"), "oblong": ("none", "flips")}
-AUTO_PROBE_SHARE = 0.2
+# cv="auto": cross-fitting, with this many folds, when a single split would hold out fewer than
+# MIN_HELD_OUT images.
+AUTO_FOLDS = 5
+MIN_HELD_OUT = 20
+# augmentation="auto": the copies for each shape of frame, taken unless a paired test finds the held-out
+# images' copies less likely than the images at this one-sided level.
+AUTO_AUGMENTATIONS = {"square": "eight", "oblong": "flips"}
+SYMMETRY_LEVEL = 0.01
 
 
 def _prefixed(tensors, prefix):
@@ -87,9 +94,20 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         (0: the paper's map); ``"auto"``: 1/64 of the image's side.
     augmentation : {"auto", "none", "flips", "quarter_turns", "eight"}, default="auto"
         Also fit on flipped or turned copies of the training images, for
-        parts whose pose varies, in as many steps. ``"auto"`` races a flow
-        without copies against one with them and keeps the lower held-out
-        loss.
+        parts whose pose varies; an epoch then passes over every copy.
+        ``"auto"``: the copies (``"eight"``, or ``"flips"`` on an oblong
+        frame) when the flows fitted without them find the held-out images'
+        copies as likely as the images (a paired one-sided t-test does not
+        find them less likely at the 1 % level), none otherwise.
+    cv : "auto", int or None, default="auto"
+        Which images the flow is judged on (early stopping, augmentation,
+        the null of the NFA, the masks' level). An int K >= 2: K folds,
+        each image held out of one fold's flow, all of them judging
+        together (cross-fitting); the final flow then trains on every image
+        for the epochs the folds chose. None: one split that holds out
+        ``validation_fraction`` of the images. ``"auto"``: 5 folds when
+        that split would hold out fewer than 20 images, the split
+        otherwise.
     max_epochs : int, default=25
         Maximum epochs, >= 1.
     batch_size : int, default=4
@@ -99,7 +117,8 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
     weight_decay : float, default=0.01
         Decoupled weight decay of the couplings' weights, >= 0.
     validation_fraction : float, default=0.1
-        Share of the training images held out, in [0, 1).
+        Share of the training images held out by a single split, in
+        [0, 1); 0 holds none out (then ``cv="auto"`` does not cross-fit).
     n_iter_no_change : int, default=5
         Epochs without improvement before stopping, >= 1.
     tol : float, default=1e-4
@@ -117,7 +136,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
     device : str or torch.device, default="auto"
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     random_state : int, RandomState instance or None, default=None
-        Seeds the held-out split, the initial weights and the batch order.
+        Seeds the held-out images, the initial weights and the batch order.
     verbose : int, default=0
         Progress bars when positive.
     n_jobs : int, default=None
@@ -170,6 +189,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         "positional_encoding": [Interval(numbers.Integral, 0, None, closed="left")],
         "map_smoothing": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="left")],
         "augmentation": [StrOptions({"auto", *AUGMENTATIONS})],
+        "cv": [StrOptions({"auto"}), Interval(numbers.Integral, 2, None, closed="left"), None],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -188,7 +208,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
 
     def __init__(self, extractor="mscait", *, feature_shapes=None, image_size=None, n_flow_steps=4,
                  affine_clamp=2.0, image_context=True, positional_encoding=4, map_smoothing="auto",
-                 augmentation="auto", max_epochs=25,
+                 augmentation="auto", cv="auto", max_epochs=25,
                  batch_size=4, learning_rate=1e-2, weight_decay=0.01, validation_fraction=0.1,
                  n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, nfa_null="empirical",
                  device="auto", random_state=None, verbose=0, n_jobs=None):
@@ -201,6 +221,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         self.positional_encoding = positional_encoding
         self.map_smoothing = map_smoothing
         self.augmentation = augmentation
+        self.cv = cv
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -225,9 +246,10 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         if self._precomputed and self.augmentation not in ("auto", "none"):
             raise ValueError("extractor='precomputed' takes rows of features, which cannot be turned or "
                              "flipped: use augmentation='none'.")
-        if self.nfa_null == "empirical" and not self.validation_fraction:
-            raise ValueError("nfa_null='empirical' needs held-out images: set validation_fraction > 0, "
-                             "or use nfa_null='theory'.")
+        held_out = self.validation_fraction or isinstance(self.cv, numbers.Integral)
+        if self.nfa_null == "empirical" and not held_out:
+            raise ValueError("nfa_null='empirical' needs held-out images: set validation_fraction > 0 or cv to "
+                             "a number of folds, or use nfa_null='theory'.")
 
     def _build_flow(self, seed=0):
         return build_uflow(self.feature_shapes_, n_steps=self.n_flow_steps, clamp=self.affine_clamp,
@@ -253,17 +275,52 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         self._check_params()
         images = _normal_images(self._as_input(X, reset=True), y)
         rng = check_random_state(self.random_state)
-        n_val = math.ceil(self.validation_fraction * len(images)) if self.validation_fraction else 0
-        if len(images) - n_val < 1 or (self.validation_fraction and len(images) < 2):
-            raise ValueError(
-                f"U-Flow needs at least {2 if self.validation_fraction else 1} normal training images "
-                f"(one for training, one for validation with validation_fraction="
-                f"{self.validation_fraction}); got {len(images)}. Add images or set validation_fraction=0."
-            )
-        order = rng.permutation(len(images))
-        train_index, val_index = np.sort(order[n_val:]), np.sort(order[:n_val])
-
+        splits = self._splits(len(images), rng)
         self.device_ = resolve_device(self.device)
+        self._fit_feature_step(images)
+        held_out = self._fit_flow(images, splits, seed_from(rng))
+        # The segmenter learns normality from latents of images their flow was not trained on.
+        self.segmenter_ = ACotrarioSegmenter(
+            self.latent_shapes_, epsilon=self.epsilon, output_size=self.image_size_, null=self.nfa_null,
+            map_smoothing=self.map_smoothing, n_jobs=self.n_jobs,
+        ).fit_latents(held_out)
+        if self.contamination == "auto":
+            self.offset_ = float(np.log10(self.epsilon))
+        else:
+            self.offset_ = float(np.percentile(self.score_samples(images), 100.0 * self.contamination))
+        return self
+
+    def _n_folds(self, n_images):
+        """Folds of cross-fitting, or 0 for a single split."""
+        if self.cv is None:
+            return 0
+        if self.cv == "auto":
+            return AUTO_FOLDS if 0 < self.validation_fraction * n_images < MIN_HELD_OUT else 0
+        return self.cv
+
+    def _splits(self, n_images, rng):
+        """Training and held-out image indices: K folds that hold out each
+        image once, or one split holding out ``validation_fraction`` (its
+        held-out set empty when that is 0)."""
+        n_folds = self._n_folds(n_images)
+        n_val = 0 if n_folds else math.ceil(self.validation_fraction * n_images)
+        if (n_folds or n_val) and n_images - max(n_val, 1) < 1:
+            setting = "validation_fraction=0 and nfa_null='theory'" + (", cv=None" if n_folds else "")
+            raise ValueError(
+                f"U-Flow needs at least 2 normal training images to hold some out of the flow's training "
+                f"(for early stopping and the null of the NFA); got {n_images}. Add images, or set {setting} "
+                "to fit on every image with the theory's null."
+            )
+        everything = np.arange(n_images)
+        if n_folds:
+            folds = KFold(min(n_folds, n_images), shuffle=True, random_state=rng)
+            return [(train, np.sort(val)) for train, val in folds.split(everything)]
+        if not n_val:
+            return [(everything, everything[:0])]
+        train, val = train_test_split(everything, test_size=n_val, random_state=rng)
+        return [(np.sort(train), np.sort(val))]
+
+    def _fit_feature_step(self, images):
         if self._precomputed:
             self.extractor_ = None
             self.feature_shapes_ = [tuple(int(v) for v in shape) for shape in self.feature_shapes]
@@ -271,62 +328,83 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
             self.n_channels_ = None
         else:
             extractor = clone(make_feature_extractor(self.extractor))
-            self.extractor_ = extractor.set_params(device=self.device, verbose=self.verbose).fit(images[:1])
+            # The detector counts the images it extracts; the feature step's own bars would count batches.
+            self.extractor_ = extractor.set_params(device=self.device, verbose=0).fit(images[:1])
             self.feature_shapes_ = self.extractor_.feature_shapes_
             self.image_size_ = tuple(images.shape[1:3])
             self.n_channels_ = images.shape[-1]
-        # Once per fit, since the backbone is frozen; split first, so that no
-        # copy of the whole feature cache is ever made. The held-out images
-        # are never turned copies of training images.
-        candidates = self._augmentation_candidates(bool(n_val))
-        copies = symmetries(candidates[-1], self.image_size_)
-        train_features = self._features(images[train_index], copies)
-        val_features = self._features(images[val_index]) if n_val else None
         self.latent_shapes_ = latent_shapes(self.feature_shapes_)
 
-        seed = seed_from(rng)
-        options = dict(max_epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                       weight_decay=self.weight_decay,
-                       n_iter_no_change=self.n_iter_no_change, tol=self.tol, device=self.device_, seed=seed,
-                       verbose=self.verbose)
-        trainings = []
-        for name in candidates:  # each candidate's copies come first among the largest's
-            n_copies = len(symmetries(name, self.image_size_))
-            features = [f[: n_copies * len(train_index)] for f in train_features]
-            flow = self._build_flow(seed)
-            flow.standardize_with(features)
-            trainings.append(FlowTraining(flow.to(self.device_), features, val_features, n_copies=n_copies,
-                                          **options))
-        if len(trainings) > 1:
-            # A race: every candidate trains for the first epochs, the one whose
-            # flow gives the held-out images the lowest loss goes on alone.
-            for _ in range(max(1, round(AUTO_PROBE_SHARE * self.max_epochs))):
-                for training in trainings:
-                    training.run_epoch()
-        raced = [training.best_val_bpd for training in trainings]
-        best = int(np.argmin(raced))
-        self.augmentation_ = candidates[best]
-        self.history_ = trainings[best].finish()
-        if len(trainings) > 1:
-            self.history_["augmentation_val_bpd"] = dict(zip(candidates, raced))
-        self.flow_ = trainings[best].flow
-        # What follows reads the training images as they are; free their copies.
-        train_features = [f[: len(train_index)].clone() for f in train_features] if len(copies) > 1 else train_features
-        del trainings
+    def _fit_flow(self, images, splits, seed):
+        """Train the flow and choose the augmentation, judged on the held-out
+        images; return the held-out latents the segmenter learns normality from.
+
+        Sets ``flow_``, ``augmentation_`` and ``history_``.
+        """
+        n_images = len(images)
+        options = dict(batch_size=self.batch_size, learning_rate=self.learning_rate,
+                       weight_decay=self.weight_decay, device=self.device_, seed=seed)
+        build = partial(self._build_flow, seed)
+        held_out = np.sort(np.concatenate([val for _, val in splits]))
+        candidate = self._augmentation_candidate(len(held_out))
+        turns = symmetries(candidate, self.image_size_)
+        # Once per fit, since the backbone is frozen; with the copies when they are asked for.
+        first = turns if self.augmentation != "auto" else turns[:1]
+        with self._progress(len(images) * len(first), "features", "image") as progress:
+            features = self._features(images, first, progress)
+        folds = f"{len(splits)} folds" if len(splits) > 1 else "held-out images" if len(held_out) else "no held-out"
+        history, chosen = {"n_splits": len(splits)}, "none" if self.augmentation == "auto" else self.augmentation
+        with self._progress(self.max_epochs, "training", "epoch") as progress:
+            stopping = dict(max_epochs=self.max_epochs, n_iter_no_change=self.n_iter_no_change, tol=self.tol,
+                            progress=progress, **options)
+            fit = fit_held_out(build, features, splits, n_copies=len(features[0]) // n_images,
+                               stage=f"{folds}, {chosen}", **stopping)
+            if self.augmentation == "auto" and candidate != "none":
+                # Are the held-out images' copies as likely as the images, as they are when the parts come in
+                # any pose? Then they are normal images too, and worth learning from.
+                progress.set_postfix_str(f"{folds}, turning the held-out images")
+                screened = self._features(images[held_out], turns)
+                positions = [(train, np.searchsorted(held_out, val)) for train, val in splits]
+                excess = copies_excess_bpd(fit.flows, positions, screened, len(turns), self.scoring_batch_size,
+                                           self.device_)
+                p_value = symmetry_p_value(excess) if len(excess) > 1 else 0.0
+                history.update(copies_excess_bpd=float(excess.mean()), symmetry_p_value=p_value)
+                chosen = candidate if p_value >= SYMMETRY_LEVEL else "none"
+                if chosen != "none":
+                    features = screened if len(held_out) == n_images else self._features(images, turns)
+                    fit = fit_held_out(build, features, splits, n_copies=len(turns), stage=f"{folds}, {chosen}",
+                                       **stopping)
+            n_copies = len(features[0]) // n_images
+            self.augmentation_ = chosen
+            self.history_ = {**fit.history, **history}
+            if len(splits) == 1:
+                self.flow_ = fit.flows[0]
+            else:  # cross-fitting: the final flow learns from every image, for the epochs the folds chose
+                progress.reset(total=fit.history["best_epoch"])
+                progress.set_postfix_str(f"all images, {chosen}")
+                self.flow_, self.history_["train_bpd"] = self._refit(build, features, n_copies,
+                                                                     fit.history["best_epoch"], options, progress)
         self.flow_.requires_grad_(False)
-        # The segmenter learns normality from images the flow was not trained on.
-        self.segmenter_ = ACotrarioSegmenter(
-            self.latent_shapes_, epsilon=self.epsilon, output_size=self.image_size_, null=self.nfa_null,
-            map_smoothing=self.map_smoothing, n_jobs=self.n_jobs,
-        ).fit_latents(self._latents_of(val_features if n_val else train_features))
-        if self.contamination == "auto":
-            self.offset_ = float(np.log10(self.epsilon))
-        else:  # the scores of the training images, from the cached features
-            scores = [self._score(self._latents_of([f[i : i + self.scoring_batch_size] for f in features]))
-                      for features in (train_features, val_features) if features is not None
-                      for i in range(0, len(features[0]), self.scoring_batch_size)]
-            self.offset_ = float(np.percentile(np.concatenate(scores), 100.0 * self.contamination))
-        return self
+        if not len(held_out):  # nothing held out: the theory's null, and the map level of the training images
+            return self._latents_of_rows(features, [self.flow_], [np.arange(n_images)])
+        # With copies, the held-out images' copies are normal images too.
+        return self._latents_of_rows(features, fit.flows, [copy_rows(val, n_images, n_copies) for _, val in splits])
+
+    def _refit(self, build, features, n_copies, epochs, options, progress):
+        """A flow trained on every image (and copy) for ``epochs`` epochs of
+        the schedule the folds followed; the flow and its training losses."""
+        n_images = len(features[0]) // n_copies
+        training = FlowTraining(build(), features, np.arange(n_images), n_rows=n_images, n_copies=n_copies,
+                                max_epochs=self.max_epochs, **options)
+        losses = []
+        for _ in range(epochs):
+            losses.append(training.run_epoch())
+            progress.update()
+        return training.flow, losses
+
+    def _progress(self, total, stage, unit):
+        """A progress bar for one stage of the work, shown when ``verbose``."""
+        return tqdm(total=total, desc=stage, unit=unit, disable=not self.verbose)
 
     # ---------------------------------------------------------- model files
     def get_fitted_state(self):
@@ -391,19 +469,23 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         """``compute`` on the latents of ``X``, batch by batch, its results
         written into arrays allocated once: the working memory stays flat
         however many images are scored. A ``compute`` returning a tuple
-        (with a tuple of dtypes) fills several arrays from one pass."""
+        (with a tuple of dtypes) fills several arrays from one pass. With
+        ``verbose``, a bar counts the images when there is more than one batch."""
         check_is_fitted(self, "flow_")
         raw = self._as_input(X)
         several = isinstance(dtype, tuple)
         outs = None
-        for start in range(0, len(raw), self.scoring_batch_size):
-            results = compute(self._latents_of(self._features(raw[start : start + self.scoring_batch_size])))
-            results = results if several else (results,)
-            if outs is None:
-                outs = [np.empty((len(raw), *np.shape(r)[1:]), dtype=t)
-                        for r, t in zip(results, dtype if several else (dtype,))]
-            for out, result in zip(outs, results):
-                out[start : start + len(result)] = result
+        with tqdm(total=len(raw), desc="scoring", unit="image",
+                  disable=not self.verbose or len(raw) <= self.scoring_batch_size) as progress:
+            for start in range(0, len(raw), self.scoring_batch_size):
+                results = compute(self._latents_of(self._features(raw[start : start + self.scoring_batch_size])))
+                results = results if several else (results,)
+                if outs is None:
+                    outs = [np.empty((len(raw), *np.shape(r)[1:]), dtype=t)
+                            for r, t in zip(results, dtype if several else (dtype,))]
+                for out, result in zip(outs, results):
+                    out[start : start + len(result)] = result
+                progress.update(len(results[0]))
         return tuple(outs) if several else outs[0]
 
     @property
@@ -431,35 +513,50 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
             raise ValueError(f"X has {rows.shape[1]} features per row, but feature_shapes describe {expected}.")
         return rows
 
-    def _augmentation_candidates(self, validated):
-        """The augmentations that ``fit`` trains a flow for, the largest last."""
+    def _augmentation_candidate(self, n_held_out):
+        """The copies ``fit`` learns from, or, with "auto", tries."""
         if self.augmentation != "auto":
-            return (self.augmentation,)
-        if self._precomputed or not validated:  # nothing to turn, or nothing to choose by
-            return ("none",)
+            return self.augmentation
+        if self._precomputed or not n_held_out:  # nothing to turn, or nothing to choose by
+            return "none"
         return AUTO_AUGMENTATIONS["square" if self.image_size_[0] == self.image_size_[1] else "oblong"]
 
-    def _features(self, batch, copies=((0, False),)):
+    def _features(self, batch, copies=((0, False),), progress=None):
         """Per-scale feature tensors of a batch of images or feature rows; with
-        ``copies`` (symmetries), of each turned copy in turn, copy-major."""
+        ``copies`` (symmetries), of each turned copy in turn, copy-major.
+        Extracted chunk by chunk into tensors allocated once (``progress``
+        counts the images)."""
         if self._precomputed:
             return [f.float() for f in split_features(batch, self.feature_shapes_)]
         images = check_images(batch)
+        if len(copies) == 1 and progress is None:
+            return self.extractor_.extract(images)
         out = None
-        for k, symmetry in enumerate(copies):  # written into tensors allocated once
-            maps = self.extractor_.extract(apply_symmetry(images, symmetry) if k else images)
-            if len(copies) == 1:
-                return maps
-            if out is None:
-                out = [torch.empty((len(copies) * len(images), *m.shape[1:]), dtype=m.dtype) for m in maps]
-            for o, m in zip(out, maps):
-                o[k * len(images) : (k + 1) * len(images)] = m
+        step = self.scoring_batch_size
+        for k, symmetry in enumerate(copies):
+            for start in range(0, len(images), step):
+                chunk = images[start : start + step]
+                maps = self.extractor_.extract(apply_symmetry(chunk, symmetry) if k else chunk)
+                if out is None:
+                    out = [torch.empty((len(copies) * len(images), *m.shape[1:]), dtype=m.dtype) for m in maps]
+                for o, m in zip(out, maps):
+                    o[k * len(images) + start : k * len(images) + start + len(m)] = m
+                if progress is not None:
+                    progress.update(len(chunk))
         return out
 
-    def _latents_of(self, features):
+    def _latents_of(self, features, flow=None):
         with torch.inference_mode():
-            latents, _ = self.flow_([f.to(self.device_) for f in features])
+            latents, _ = (flow or self.flow_)([f.to(self.device_) for f in features])
         return [z.float().contiguous() for z in latents]
+
+    def _latents_of_rows(self, features, flows, rows):
+        """Latents of the rows ``rows[k]`` of ``features`` through ``flows[k]``,
+        batch by batch, concatenated."""
+        parts = [self._latents_of([f[batch] for f in features], flow)
+                 for flow, index in zip(flows, rows)
+                 for batch in torch.as_tensor(index).split(self.scoring_batch_size)]
+        return [torch.cat(scale) for scale in zip(*parts)]
 
     def _score(self, latents):
         return self._log_nfa(latents).min(axis=(1, 2))

@@ -301,12 +301,23 @@ class UFlow(nn.Module):
         self.n_scales = len(feature_shapes)
 
     @torch.no_grad()
-    def standardize_with(self, features):
-        """Set the standardisation from per-scale training features ``(n, C, H, W)``."""
+    def standardize_with(self, features, rows=None):
+        """Set the standardisation from per-scale training features ``(n, C, H, W)``.
+
+        ``rows``: the rows of ``features`` to use (default all). The moments
+        are summed over chunks of rows in float64, two passes, so that no
+        copy of the features is made.
+        """
         for s, f in enumerate(features):
-            getattr(self, f"mean_{s}").copy_(f.mean(dim=(0, 2, 3), keepdim=True))
-            std = f.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-            getattr(self, f"log_std_{s}").copy_(std.log())
+            index = torch.arange(len(f)) if rows is None else torch.as_tensor(rows)
+            chunks = index.split(64)
+            count = len(index) * f.shape[2] * f.shape[3]
+            mean = sum(f[c].double().sum(dim=(0, 2, 3)) for c in chunks) / count
+            centred = mean.view(1, -1, 1, 1)
+            squares = sum((f[c].double() - centred).pow(2).sum(dim=(0, 2, 3)) for c in chunks)
+            std = (squares / max(count - 1, 1)).sqrt().clamp_min(1e-6)
+            getattr(self, f"mean_{s}").copy_(mean.view_as(getattr(self, f"mean_{s}")))
+            getattr(self, f"log_std_{s}").copy_(std.log().view_as(centred))
 
     def _standardize(self, features):
         return [(f - getattr(self, f"mean_{s}")) * torch.exp(-getattr(self, f"log_std_{s}"))

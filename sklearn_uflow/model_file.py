@@ -16,6 +16,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ._files import atomic_path
+
 __all__ = ["save_detector", "load_detector", "ModelFileError", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "sklearn-uflow-detector"
@@ -70,7 +72,8 @@ def save_detector(detector, path):
         "fitted": json.dumps(fitted, default=float),
         "checksum": _checksum(tensors),
     }
-    save_file(tensors, os.fspath(path), metadata=metadata)
+    with atomic_path(path) as temporary:  # whole or absent, with the umask's permissions
+        save_file(tensors, temporary, metadata=metadata)
 
 
 def load_detector(path):

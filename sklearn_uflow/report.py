@@ -1,18 +1,22 @@
 """A results page a person can browse: ``report.html`` beside the files a run writes.
 
 One self-contained HTML file (inline style and script, no server, no
-network; it opens from a ``file://`` URL) that lists the scored images by
-decreasing anomaly score, each with its overlay and mask thumbnails (the PNG
-files beside it), its decision at epsilon, its smallest log10 NFA and its
-number of regions; a filter for anomalous images, a search by file name, the
-run's parameters and, with ground truth, the metrics. File names come from
-users' folders: every one is escaped, in the text and in the image links.
+network; it opens from a ``file://`` URL) that lists the scored images most
+anomalous first, by the decision's own evidence (the smallest log10 NFA, then
+the anomaly map's maximum), each with its overlay and mask thumbnails (the
+PNG files beside it, opened full size on click), its decision at epsilon, its
+smallest log10 NFA and its number of regions; a filter for anomalous images,
+a search by file name, the run's parameters and, with ground truth, the
+metrics. File names come from users' folders: every one is escaped, in the
+text and in the image links.
 """
 
 import html
 import math
 from pathlib import Path
 from urllib.parse import quote
+
+from ._files import atomic_path
 
 __all__ = ["write_report"]
 
@@ -48,14 +52,36 @@ update();
 """
 
 
-def _score(row):
-    value = row.get("max_anomaly_score")
-    return value if isinstance(value, float) and math.isfinite(value) else -math.inf
+#: log10 NFA below this are shown as "< -300": the NFA is then far below any
+#: threshold anyone sets, and its digits say nothing more.
+NFA_FLOOR = -300.0
+
+
+def _number(row, key, missing):
+    value = row.get(key)
+    return value if isinstance(value, float) and math.isfinite(value) else missing
+
+
+def _data(value):
+    """A number for a data attribute, as JavaScript's Number() reads it."""
+    return value if math.isfinite(value) else "Infinity" if value > 0 else "-Infinity"
+
+
+def _rank(row):
+    """Most anomalous first: the smallest log10 NFA, then the largest map value; unscored files last."""
+    return (bool(row.get("error")), _number(row, "min_log10_nfa", math.inf),
+            -_number(row, "max_anomaly_score", -math.inf))
 
 
 def _cell(value):
     if isinstance(value, float):
         return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def _nfa_cell(value):
+    if isinstance(value, float):
+        return html.escape(f"< {NFA_FLOOR:.0f}") if value < NFA_FLOOR else f"{value:.1f}"
     return html.escape(str(value))
 
 
@@ -88,22 +114,25 @@ def write_report(rows, output_dir, epsilon, parameters=(), metrics=(), title="sk
     path : pathlib.Path
         The page written.
     """
-    ordered = sorted(rows, key=_score, reverse=True)  # stable: unscored files keep their order, last
+    ordered = sorted(rows, key=_rank)  # stable: unscored files keep their order
     lines = []
     for rank, row in enumerate(ordered, 1):
         name = str(row["image"])
         decision = row.get("decision") or ""
-        thumbnails = "".join(
-            f'<img src="{html.escape(quote(name + suffix))}" alt="{html.escape(kind)}" loading="lazy">'
+        thumbnails = "".join(  # each opens full size on click
+            f'<a href="{html.escape(quote(name + suffix))}" target="_blank">'
+            f'<img src="{html.escape(quote(name + suffix))}" alt="{html.escape(kind)}" loading="lazy"></a>'
             for kind, suffix in (("overlay", "_overlay.png"), ("mask", "_mask.png"))
         ) if not row.get("error") else f'<span class="error">{html.escape(str(row["error"]))}</span>'
         lines.append(
             f'<tr class="{html.escape(decision)}" data-name="{html.escape(name)}" '
-            f'data-decision="{html.escape(decision)}" data-score="{_score(row)}">'
+            f'data-decision="{html.escape(decision)}" data-nfa="{_data(_number(row, "min_log10_nfa", math.inf))}" '
+            f'data-score="{_data(_number(row, "max_anomaly_score", -math.inf))}">'
             f"<td>{rank}</td><td class=\"name\">{html.escape(name)}</td><td>{thumbnails}</td>"
-            f'<td class="score">{_cell(row.get("max_anomaly_score", ""))}</td>'
+            f'<td class="nfa">{_nfa_cell(row.get("min_log10_nfa", ""))}</td>'
             f'<td class="decision">{html.escape(decision)}</td>'
-            f'<td>{_cell(row.get("min_log10_nfa", ""))}</td><td>{_cell(row.get("n_regions", ""))}</td></tr>'
+            f'<td class="score">{_cell(row.get("max_anomaly_score", ""))}</td>'
+            f'<td>{_cell(row.get("n_regions", ""))}</td></tr>'
         )
     n_anomalous = sum(row.get("decision") == "anomalous" for row in rows)
     page = f"""<!DOCTYPE html>
@@ -111,12 +140,13 @@ def write_report(rows, output_dir, epsilon, parameters=(), metrics=(), title="sk
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{len(rows)} images, {n_anomalous} anomalous at epsilon = {epsilon:g} (a region with NFA &le; epsilon;
-under normality about epsilon false regions per image are expected). Sorted by the anomaly map's maximum.</p>
+under normality about epsilon false regions per image are expected). Most anomalous first: by the smallest
+log10 NFA, then by the anomaly map's maximum. Click a picture to open it full size.</p>
 {"<h2>Metrics</h2>" + _table(metrics, "metrics") if metrics else ""}
 <div id="controls"><label><input type="checkbox" id="anomalous-only"> anomalous only</label>
 <label>file name <input type="search" id="search"></label><span id="count"></span></div>
-<table id="results"><thead><tr><th>#</th><th>image</th><th>overlay, mask</th><th>max anomaly score</th>
-<th>decision</th><th>min log10 NFA</th><th>regions</th></tr></thead>
+<table id="results"><thead><tr><th>#</th><th>image</th><th>overlay, mask</th><th>min log10 NFA</th>
+<th>decision</th><th>max anomaly score</th><th>regions</th></tr></thead>
 <tbody>
 {chr(10).join(lines)}
 </tbody></table>
@@ -125,5 +155,6 @@ under normality about epsilon false regions per image are expected). Sorted by t
 </body></html>
 """
     path = Path(output_dir) / "report.html"
-    path.write_text(page, encoding="utf-8")
+    with atomic_path(path) as temporary:
+        Path(temporary).write_text(page, encoding="utf-8")
     return path

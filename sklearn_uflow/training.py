@@ -1,20 +1,29 @@
-"""Phase 2 of U-Flow, training: maximum likelihood with early stopping.
+"""Phase 2 of U-Flow, training: maximum likelihood, judged on images the flow did not see.
 
 The loss per image is ``0.5 * ||z||^2 - log|det J|``, averaged over the
-batch; AdamW with a warm-up then cosine schedule; the held-out loss picks the
-best epoch. :class:`FlowTraining` runs a fit epoch by epoch, so that the
-detector can race several flows (``augmentation="auto"``).
+batch; AdamW with a warm-up then cosine schedule. Every decision that needs
+images the flow was not trained on (when to stop, whether to learn from
+turned copies) reads held-out images: :func:`fit_held_out` trains one flow
+per split of the training images, either one split or the K folds of
+cross-fitting, side by side, and stops them together when their *pooled*
+held-out loss stops improving, so that with K folds every training image
+takes part in every decision. :func:`copies_excess_bpd` and
+:func:`symmetry_p_value` tell whether the held-out images' flips and quarter
+turns are as likely as the images themselves: whether the normal images come
+in any pose, so that their copies are normal images too.
 """
 
 import copy
 import math
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from scipy import stats
 
-__all__ = ["FlowTraining", "TrainingDivergedError", "evaluate_nll", "negative_log_likelihood", "train_flow"]
+__all__ = ["FlowTraining", "HeldOutFit", "TrainingDivergedError", "copies_excess_bpd", "copy_rows", "fit_held_out",
+           "negative_log_likelihood", "per_image_nll", "symmetry_p_value"]
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -27,24 +36,43 @@ def negative_log_likelihood(latents, log_det):
     return 0.5 * squared - log_det
 
 
-def _bits_per_dim(loss, n_dims):
-    return (loss / n_dims + 0.5 * math.log(2 * math.pi)) / math.log(2)
+def bits_per_dim(nll, n_dims):
+    """A negative log-likelihood per image in bits per dimension (the constant put back)."""
+    return (nll / n_dims + 0.5 * math.log(2 * math.pi)) / math.log(2)
 
 
-def _batches(n, batch_size, generator=None):
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+def _n_dims(features):
+    return sum(int(np.prod(f.shape[1:])) for f in features)
 
 
-def evaluate_nll(flow, features, batch_size, device):
-    """Mean negative log-likelihood of ``features`` (list of per-scale tensors)."""
+def per_image_nll(flow, features, index, batch_size, device):
+    """Negative log-likelihood of each of ``features[index]`` under ``flow``.
+
+    Parameters
+    ----------
+    flow : UFlow
+        The flow, set to evaluation mode.
+    features : list of torch.Tensor of shape (n, C, H, W)
+        Per-scale features.
+    index : array-like of int
+        The rows to evaluate.
+    batch_size : int
+        Rows per forward pass.
+    device : torch.device
+        Where the flow runs.
+
+    Returns
+    -------
+    nll : ndarray of shape (len(index),), float64
+    """
     flow.eval()
-    total = 0.0
-    with torch.no_grad():
-        for index in _batches(len(features[0]), batch_size):
-            latents, log_det = flow([f[index].to(device) for f in features])
-            total += negative_log_likelihood(latents, log_det).sum().item()
-    return total / len(features[0])
+    index = torch.as_tensor(np.asarray(index, dtype=np.int64))
+    out = []
+    with torch.inference_mode():
+        for batch in index.split(batch_size):
+            latents, log_det = flow([f[batch].to(device) for f in features])
+            out.append(negative_log_likelihood(latents, log_det).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def _decay_groups(flow, weight_decay):
@@ -52,10 +80,10 @@ def _decay_groups(flow, weight_decay):
 
     Decoupled (AdamW), not an L2 term added to the gradient: the loss sums over
     some 10^5 dimensions per image, so its gradients are hundreds of times the
-    weights (a median ratio of 330 measured on Lite0 features) and an added L2 term
-    would do nothing at any usual value. Decay pulls a coupling towards the
-    identity and its context term towards the paper's subnet; the biases and
-    the global affine, whose zero is no such reference, are left alone.
+    weights and an added L2 term would do nothing at any usual value. Decay
+    pulls a coupling towards the identity and its context term towards the
+    paper's subnet; the biases and the global affine, whose zero is no such
+    reference, are left alone.
     """
     decayed, kept = [], []
     for name, p in flow.named_parameters():
@@ -64,43 +92,61 @@ def _decay_groups(flow, weight_decay):
     return [{"params": decayed, "weight_decay": weight_decay}, {"params": kept, "weight_decay": 0.0}]
 
 
+def copy_rows(index, n_rows, n_copies):
+    """The rows of every copy of the images ``index`` in features that hold
+    ``n_copies`` copies of ``n_rows`` images, copy-major (copy ``k`` of image
+    ``i`` at row ``k * n_rows + i``)."""
+    index = np.asarray(index, dtype=np.int64)
+    return (index[None, :] + n_rows * np.arange(n_copies)[:, None]).ravel()
+
+
 class FlowTraining:
-    """Maximum-likelihood fit of a flow, one epoch at a time, with early
-    stopping on validation.
+    """Maximum-likelihood fit of one flow, one epoch at a time.
 
-    The loss is the per-image negative log-likelihood averaged over the batch,
-    so that the learning rate does not depend on the batch size. AdamW (weight
-    decay on the couplings' weights only, see :func:`_decay_groups`), with a
-    warm-up then cosine learning-rate schedule stepped once per iteration over
-    the real number of iterations. After each epoch the validation loss is
-    computed (unless ``val_features`` is None); training stops when it has not
-    improved by ``tol`` (in bits per dimension) for ``n_iter_no_change``
-    epochs, and :meth:`finish` restores the best weights.
+    An epoch is one pass, in random order, over the training rows: the
+    training images and, with ``n_copies > 1``, each of their flipped or
+    turned copies, since copies are more data and need the steps to be
+    learnt. The loss is the per-image negative log-likelihood averaged over
+    the batch, so that the learning rate does not depend on the batch size.
+    AdamW (weight decay on the couplings' weights only), with a warm-up then
+    cosine learning-rate schedule over ``max_epochs``, stepped once per
+    iteration; a caller may stop earlier (:func:`fit_held_out` does, on the
+    held-out loss), and a flow trained for the same number of epochs on
+    other images follows the same schedule.
 
-    With ``n_copies > 1``, ``train_features`` holds that many copies of the
-    ``n`` training images (copy ``k`` of image ``i`` at ``k * n + i``, e.g.
-    their flips): an epoch still takes ``n`` samples, each image in one copy
-    drawn at random, so the number of optimisation steps does not grow with
-    the copies.
-
-    Running it epoch by epoch (:meth:`run_epoch`) lets a caller train several
-    flows side by side and keep the one with the best validation loss
-    (:attr:`best_val_bpd`).
+    Parameters
+    ----------
+    flow : UFlow
+        The flow; its standardisation is set here from the training rows.
+    features : list of torch.Tensor of shape (n_copies * n_rows, C, H, W)
+        Per-scale features, copy ``k`` of image ``i`` at row ``k * n_rows + i``.
+    train_index : array-like of int
+        The training images, in ``range(n_rows)``.
+    n_rows : int
+        Images per copy in ``features``.
+    n_copies : int, default=1
+        Copies of each image in ``features`` to train on.
+    max_epochs, batch_size, learning_rate, weight_decay : number
+        The schedule's length in epochs, the images per step, AdamW's peak
+        learning rate and the couplings' weight decay.
+    device : torch.device
+        Where the flow trains.
+    seed : int
+        Seeds the batch order.
     """
 
-    def __init__(self, flow, train_features, val_features, *, max_epochs, batch_size, learning_rate,
-                 weight_decay, n_iter_no_change, tol, device, seed, n_copies=1, verbose=0):
-        self.flow, self.train_features, self.val_features = flow, train_features, val_features
-        self.max_epochs, self.batch_size, self.learning_rate = max_epochs, batch_size, learning_rate
-        self.n_iter_no_change, self.tol, self.device = n_iter_no_change, tol, device
-        self.n_copies = n_copies
-        self.n_dims = sum(int(np.prod(f.shape[1:])) for f in train_features)
-        self.n_train = len(train_features[0]) // n_copies
-        total = max_epochs * math.ceil(self.n_train / batch_size)
+    def __init__(self, flow, features, train_index, *, n_rows, n_copies=1, max_epochs, batch_size, learning_rate,
+                 weight_decay, device, seed):
+        self.flow, self.features, self.device = flow, features, device
+        self.rows = torch.as_tensor(copy_rows(train_index, n_rows, n_copies))
+        self.batch_size, self.learning_rate = batch_size, learning_rate
+        self.n_dims = _n_dims(features)
+        flow.standardize_with(features, self.rows)
+        flow.to(device)
+        total = max_epochs * math.ceil(len(self.rows) / batch_size)
         warmup = max(1, total // 20)
         # The fused kernel does one pass over all the weights: 0.6 ms a step on a
-        # 2-core CPU against 2.3 ms for the loop over tensors (about 3 % of a
-        # step; measured with Adam, which AdamW's kernel shares).
+        # 2-core CPU against 2.3 ms for the loop over tensors.
         fused = torch.device(device).type in ("cpu", "cuda")
         self.optimizer = torch.optim.AdamW(_decay_groups(flow, weight_decay), lr=learning_rate, fused=fused)
         # One LambdaLR: the minimum of the warm-up ramp and the cosine, which SequentialLR's hand-over from
@@ -110,26 +156,16 @@ class FlowTraining:
             lambda it: min((it + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(it, total) / total))),
         )
         self.generator = torch.Generator().manual_seed(seed)
-        self.history = {"train_bpd": [], "val_bpd": [], "best_epoch": 0}
-        self.best_val_bpd, self._best_state, self._stale = math.inf, copy.deepcopy(flow.state_dict()), 0
-        self.epoch, self.done = 0, max_epochs < 1
-        self._start = time.perf_counter()
-        self._progress = tqdm(total=max_epochs, desc="U-Flow", unit="epoch") if verbose else None
-
-    def _batch(self, index):
-        if self.n_copies > 1:
-            index = index + self.n_train * torch.randint(self.n_copies, (len(index),), generator=self.generator)
-        return [f[index].to(self.device) for f in self.train_features]
+        self.epoch = 0
 
     def run_epoch(self):
-        """Train one epoch; returns False once training has stopped."""
-        if self.done:
-            return False
-        flow, history = self.flow, self.history
+        """Train one epoch; returns its mean training loss in bits per dimension."""
+        flow = self.flow
         flow.train()
         running = 0.0
-        for index in _batches(self.n_train, self.batch_size, self.generator):
-            latents, log_det = flow(self._batch(index))
+        order = self.rows[torch.randperm(len(self.rows), generator=self.generator)]
+        for batch in order.split(self.batch_size):
+            latents, log_det = flow([f[batch].to(self.device) for f in self.features])
             loss = negative_log_likelihood(latents, log_det).mean()
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
@@ -140,52 +176,148 @@ class FlowTraining:
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
-            running += loss.item() * len(index)
+            running += loss.item() * len(batch)
         self.epoch += 1
-        history["train_bpd"].append(_bits_per_dim(running / self.n_train, self.n_dims))
-        if self._progress is not None:
-            self._progress.update()
-        self.done = self.epoch >= self.max_epochs
-        if self.val_features is None:  # no validation split: keep the last weights
-            self._best_state, history["best_epoch"] = None, self.epoch
-            return not self.done
-        val_bpd = _bits_per_dim(evaluate_nll(flow, self.val_features, self.batch_size, self.device), self.n_dims)
+        flow.eval()
+        return bits_per_dim(running / len(self.rows), self.n_dims)
+
+
+class HeldOutFit(NamedTuple):
+    """What :func:`fit_held_out` returns."""
+
+    flows: list  #: one flow per split, with the weights of the best epoch
+    history: dict  #: ``train_bpd`` (mean over the splits) and pooled ``val_bpd`` per epoch, ``best_epoch``
+
+
+def fit_held_out(build_flow, features, splits, *, n_copies=1, max_epochs, n_iter_no_change, tol, progress=None,
+                 stage="", **options):
+    """Train one flow per split side by side, stopping them together on their pooled held-out loss.
+
+    After every epoch each flow scores the images its split holds out; the
+    mean over all of them is the pooled held-out loss. Training stops when it
+    has not improved by ``tol`` bits per dimension for ``n_iter_no_change``
+    epochs, and every flow gets back its weights of the best epoch. With
+    the K folds of cross-fitting the pooled loss reads every training image.
+    Held-out images are scored as they are, never as copies.
+
+    Parameters
+    ----------
+    build_flow : callable
+        Returns a new flow, the same initial weights at every call.
+    features : list of torch.Tensor of shape (n_copies * n, C, H, W)
+        Per-scale features of the ``n`` training images and their copies,
+        copy-major (see :class:`FlowTraining`).
+    splits : list of (ndarray, ndarray)
+        Training and held-out image indices of each split; an empty
+        held-out set trains for ``max_epochs`` and keeps the last weights.
+    n_copies : int, default=1
+        Copies per image in ``features``.
+    max_epochs, n_iter_no_change, tol : number
+        The budget in epochs, and the early stopping's patience and
+        threshold (bits per dimension).
+    progress : tqdm.tqdm, default=None
+        A bar to count the epochs on (reset to ``max_epochs``).
+    stage : str, default=""
+        What the bar's postfix calls this fit.
+    **options
+        ``batch_size``, ``learning_rate``, ``weight_decay``, ``device`` and
+        ``seed`` of :class:`FlowTraining`.
+
+    Returns
+    -------
+    fit : HeldOutFit
+    """
+    n_rows = len(features[0]) // n_copies
+    trainings = [FlowTraining(build_flow(), features, train, n_rows=n_rows, n_copies=n_copies,
+                              max_epochs=max_epochs, **options) for train, _ in splits]
+    n_held_out = sum(len(val) for _, val in splits)
+    history = {"train_bpd": [], "val_bpd": [], "best_epoch": 0}
+    best, stale, best_states = math.inf, 0, None
+    if progress is not None:
+        progress.reset(total=max_epochs)
+        progress.set_postfix_str(stage)
+    start = time.perf_counter()
+    for epoch in range(1, max_epochs + 1):
+        history["train_bpd"].append(float(np.mean([training.run_epoch() for training in trainings])))
+        if progress is not None:
+            progress.update()
+        if not n_held_out:
+            history["best_epoch"] = epoch
+            continue
+        total = sum(per_image_nll(t.flow, features, val, options["batch_size"], options["device"]).sum()
+                    for t, (_, val) in zip(trainings, splits))
+        val_bpd = bits_per_dim(total / n_held_out, trainings[0].n_dims)
         if not math.isfinite(val_bpd):
-            raise TrainingDivergedError(
-                f"the validation loss became {val_bpd} at epoch {self.epoch}; lower learning_rate "
-                f"(now {self.learning_rate:g})."
-            )
+            raise TrainingDivergedError(f"the held-out loss became {val_bpd} at epoch {epoch}; lower "
+                                        f"learning_rate (now {options['learning_rate']:g}).")
         history["val_bpd"].append(val_bpd)
-        if self._progress is not None:
-            self._progress.set_postfix(train_bpd=f"{history['train_bpd'][-1]:.4f}", val_bpd=f"{val_bpd:.4f}")
-        if val_bpd < self.best_val_bpd - self.tol:
-            self.best_val_bpd, self._best_state, self._stale = val_bpd, copy.deepcopy(flow.state_dict()), 0
-            history["best_epoch"] = self.epoch
+        if progress is not None:
+            progress.set_postfix_str(f"{stage}, held-out {val_bpd:.4f} bits/dim")
+        if val_bpd < best - tol:
+            best, stale, history["best_epoch"] = val_bpd, 0, epoch
+            best_states = [copy.deepcopy(t.flow.state_dict()) for t in trainings]
         else:
-            self._stale += 1
-            self.done = self.done or self._stale >= self.n_iter_no_change
-        return not self.done
-
-    def finish(self):
-        """Train until stopped, restore the best weights and return the history.
-
-        Returns
-        -------
-        history : dict
-            ``train_bpd`` and ``val_bpd`` (bits per dimension per epoch),
-            ``best_epoch`` and ``seconds``.
-        """
-        while self.run_epoch():
-            pass
-        if self._progress is not None:
-            self._progress.close()
-        if self._best_state is not None:
-            self.flow.load_state_dict(self._best_state)
-        self.flow.eval()
-        self.history["seconds"] = time.perf_counter() - self._start
-        return self.history
+            stale += 1
+            if stale >= n_iter_no_change:
+                break
+    if best_states is not None:
+        for training, state in zip(trainings, best_states):
+            training.flow.load_state_dict(state)
+    history["seconds"] = time.perf_counter() - start
+    return HeldOutFit([t.flow.eval() for t in trainings], history)
 
 
-def train_flow(flow, train_features, val_features, **options):
-    """Fit the flow with :class:`FlowTraining` (same options) and return its history."""
-    return FlowTraining(flow, train_features, val_features, **options).finish()
+def copies_excess_bpd(flows, splits, copies, n_copies, batch_size, device):
+    """How much less likely the held-out images' copies are than the images.
+
+    If normal images come in any pose, a held-out image's flips and quarter
+    turns are normal images too, so *whatever* the flow, they are on average
+    exactly as likely as the images themselves; if the parts have a pose,
+    they are less likely. Each flow scores the images its split held out.
+
+    Parameters
+    ----------
+    flows : list of UFlow
+        One flow per split, trained without copies.
+    splits : list of (ndarray, ndarray)
+        The splits; their held-out indices are positions in ``copies``.
+    copies : list of torch.Tensor of shape (n_copies * n, C, H, W)
+        Per-scale features of the held-out images' copies, copy-major, the
+        images as they are first.
+    n_copies : int
+        Copies per image, the identity included.
+    batch_size : int
+        Rows per forward pass.
+    device : torch.device
+        Where the flows run.
+
+    Returns
+    -------
+    excess : ndarray of shape (n_held_out,)
+        Per held-out image, the mean loss of its copies other than itself
+        minus its own, in bits per dimension.
+    """
+    n_rows = len(copies[0]) // n_copies
+    n_dims = _n_dims(copies)
+    excess = []
+    for flow, (_, val) in zip(flows, splits):
+        nll = per_image_nll(flow, copies, copy_rows(val, n_rows, n_copies), batch_size, device)
+        nll = nll.reshape(n_copies, len(val))
+        excess.append((nll[1:].mean(axis=0) - nll[0]) / (n_dims * math.log(2)))
+    return np.concatenate(excess)
+
+
+def symmetry_p_value(excess):
+    """The p-value of a paired one-sided t-test that held-out images' copies
+    are less likely than the images, from :func:`copies_excess_bpd`; 1 when
+    there is nothing to test by (all excesses equal and not positive).
+
+    Returns
+    -------
+    p_value : float
+        Small when the copies are less likely: the parts have a pose.
+    """
+    excess = np.asarray(excess, dtype=np.float64)
+    if not np.ptp(excess) > 0:
+        return 1.0 if excess.max() <= 0 else 0.0
+    return float(stats.ttest_1samp(excess, 0.0, alternative="greater").pvalue)

@@ -39,9 +39,6 @@ def test_chi2_tail_is_never_significant_below_the_median():
     df = 30
     x = np.linspace(0, stats.chi2.median(df), 50)
     assert np.all(log10_chi2_sf(x, df) >= np.log10(0.5) - 1e-12)
-    ratio = x[1:] / df  # the bound's formula is undefined at 0
-    chernoff = -(df / 2) * (ratio - 1 - np.log(ratio)) / np.log(10)
-    assert np.any(chernoff < -1)  # what we avoid
 
 
 # -------------------------------------------------------------- number of tests
@@ -229,7 +226,6 @@ def _null_latents(n, rng, scale=1.0):
 def test_null_calibration_on_pure_noise(epsilon):
     rng = np.random.default_rng(0)
     counts = np.concatenate([_count_detections(_null_latents(100, rng), epsilon) for _ in range(10)])
-    assert len(counts) == 1000
     assert counts.mean() <= epsilon
 
 
@@ -251,7 +247,6 @@ def test_masks_are_calibrated_on_pure_noise(shapes, size):
         for epsilon, counts in regions.items():
             counts += [ndimage.label(m)[1] for m in log_nfa <= np.log10(epsilon)]
     for epsilon, counts in regions.items():
-        assert len(counts) == 1000
         assert np.mean(counts) <= epsilon, (epsilon, np.mean(counts))
     small = seg.log_nfa_of_latents([0.9 * rng.standard_normal((50, *s)).astype(np.float32) for s in shapes])
     assert np.all(small > 0)

@@ -54,6 +54,7 @@ def test_fit_predict_evaluate_on_real_folder(data_dir, tmp_path):
         (("fit", "/nonexistent", "-o", "m.uflow"), "no such file or folder"),
         (("predict", "/nonexistent.uflow", ".", "-o", "out"), "no model file"),
         (("evaluate", "/nonexistent.uflow", "."), "no model file"),
+        (("run", "/nonexistent"), "no such folder"),
     ],
 )
 def test_bad_input_exits_with_one_line(args, message):
@@ -73,22 +74,6 @@ def test_help_everywhere():
     for command in ([], ["fit"], ["predict"], ["evaluate"], ["run"]):
         result = _cli(*command, "--help")
         assert result.returncode == 0 and "usage: sklearn-uflow" in result.stdout
-
-
-def test_command_line_main_job(tmp_path):
-    out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "sklearn_uflow.cli", "run", "-o", str(out), "--image-size", "64",
-         "--input-size", "64", "--max-epochs", "2", "--n-synthetic", "24"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    assert (out / "results.csv").read_text().count("\n") == 25
-    assert len(list(out.glob("*_overlay.png"))) == 24
-    assert "pixel ROC AUC" in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "sklearn_uflow.cli", "run", str(tmp_path / "nope")],
-                         capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "no such folder" in bad.stderr
 
 
 def test_predict_scores_what_it_can_and_exits_with_1(saved, tmp_path):
@@ -131,6 +116,6 @@ def test_default_sizes_keep_the_aspect_ratio_of_strips(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(4):  # steel-strip-like images, 2.5 times wider than high
         Image.fromarray(rng.integers(0, 256, (60, 150, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    assert main(["fit", str(tmp_path), "-o", str(tmp_path / "m.uflow"), "--max-epochs", "1", "--quiet"]) in (0, None)
+    assert main(["fit", str(tmp_path), "-o", str(tmp_path / "m.uflow"), "--max-epochs", "1", "--quiet"]) == 0
     detector = load_detector(tmp_path / "m.uflow")
     assert detector.image_size_ == (160, 400) and detector.extractor_.input_size_ == (160, 400)

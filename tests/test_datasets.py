@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sklearn_uflow.datasets import auto_image_size, image_files, load_anomaly_folder, make_defects
+from sklearn_uflow.datasets import auto_image_size, image_files, load_anomaly_folder, make_defects, read_image
 
 # Counts stated in each dataset's SOURCE.md.
 EXPECTED = {
@@ -126,3 +126,84 @@ def test_make_defects_is_seeded_and_consistent():
     # the defects change the pixels they cover
     normal_mean = X[y == 0].mean()
     assert abs(X[..., 0][masks].mean() - normal_mean) > 20
+
+
+def _png16_rgb(path, values):
+    """A 16-bit RGB PNG written by hand (Pillow writes none): signature, IHDR, one IDAT, IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = values.shape
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in values)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+# 16-bit and 32-bit grayscale from 20000 to 40000: 255 * value / (2**bits - 1), rounded.
+GRADIENT = np.linspace(20000, 40000, 8 * 8).reshape(8, 8)
+
+
+def _image(mode, values):
+    """A PIL image of ``mode`` holding ``values`` (byte order as the mode says)."""
+    dtype = {"I;16": "<u2", "I;16B": ">u2", "I": "<i4", "F": "<f4"}.get(mode, np.uint8)
+    return Image.frombytes(mode, values.shape[1::-1], np.ascontiguousarray(values, dtype=dtype).tobytes())
+
+
+@pytest.mark.parametrize("mode, suffix, values, expected", [
+    ("I;16", ".png", GRADIENT, np.round(GRADIENT * 255 / 65535)),
+    ("I;16", ".tif", GRADIENT, np.round(GRADIENT * 255 / 65535)),
+    ("I;16B", ".tif", GRADIENT, np.round(GRADIENT * 255 / 65535)),
+    ("I", ".tif", GRADIENT * 32768, np.round(GRADIENT * 32768 * 255 / (2**32 - 1))),
+    ("F", ".tif", GRADIENT / 65535, np.round(GRADIENT * 255 / 65535)),
+    ("L", ".png", np.arange(64).reshape(8, 8) * 4, np.arange(64).reshape(8, 8) * 4),
+    ("L", ".jpg", np.full((8, 8), 77), np.full((8, 8), 77)),
+    ("LA", ".png", np.stack([np.full((8, 8), 90), np.full((8, 8), 10)], -1), np.full((8, 8), 90)),
+])
+def test_read_image_scales_every_grayscale_mode_by_its_range(tmp_path, mode, suffix, values, expected):
+    path = tmp_path / f"image{suffix}"
+    _image(mode, values).save(path)
+    with Image.open(path) as opened:
+        assert opened.mode == mode
+    gray = read_image(path, color="gray")
+    assert gray.dtype == np.uint8 and gray.shape == (8, 8)
+    np.testing.assert_array_equal(gray, expected)
+    np.testing.assert_array_equal(read_image(path), np.repeat(gray[..., None], 3, axis=2))
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGB", ".png"), ("RGB", ".bmp"), ("RGBA", ".png"), ("RGBA", ".tif"),
+                                          ("P", ".png"), ("P", ".tif"), ("CMYK", ".tif"), ("YCbCr", ".tif"),
+                                          ("PA", ".tif")])
+def test_read_image_converts_every_colour_mode(tmp_path, mode, suffix):
+    rgb = np.stack([*np.meshgrid(np.arange(8) * 30, np.arange(8) * 20, indexing="ij"), np.full((8, 8), 60)], -1)
+    image = Image.fromarray(rgb.astype(np.uint8))
+    image = image.convert(mode) if mode != "P" else image.quantize(64)
+    path = tmp_path / f"image{suffix}"
+    image.save(path)
+    # what Pillow itself shows of the saved file in RGB (palettes and CMYK round their colours)
+    with Image.open(path) as opened:
+        expected = np.asarray(opened.convert("RGB"))
+    np.testing.assert_array_equal(read_image(path), expected)
+    assert np.abs(expected.astype(int) - rgb).max() <= (45 if mode in ("P", "PA") else 3)  # the colours survive
+
+
+def test_read_image_reads_16_bit_rgb(tmp_path):
+    values = np.stack([GRADIENT, GRADIENT / 2, 65535 - GRADIENT], -1).astype(np.uint16)
+    _png16_rgb(tmp_path / "rgb16.png", values)
+    np.testing.assert_allclose(read_image(tmp_path / "rgb16.png"), values / 257, atol=1)
+
+
+@pytest.mark.parametrize("mode, values, match", [
+    ("F", np.full((8, 8), 2.5), r"outside \[0, 1\]"),
+    ("F", np.full((8, 8), np.nan), r"outside \[0, 1\]"),
+    ("I", np.full((8, 8), -5), "32-bit"),
+    ("LAB", np.zeros((8, 8, 3)), "LAB images are not supported"),
+])
+def test_read_image_refuses_what_it_cannot_read_faithfully(tmp_path, mode, values, match):
+    path = tmp_path / "image.tif"
+    _image(mode, values).save(path)
+    with pytest.raises(ValueError, match=match) as error:
+        read_image(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)

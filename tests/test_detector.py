@@ -6,6 +6,7 @@ import torch
 from scipy import ndimage
 
 from sklearn_uflow import ACotrarioSegmenter, CNNFeatureTransformer, UFlowDetector
+from sklearn_uflow.datasets import make_defects
 from sklearn_uflow.metrics import aupro, image_roc_auc, mean_iou, pixel_roc_auc
 from sklearn_uflow.symmetries import AUGMENTATIONS, apply_symmetry
 
@@ -83,9 +84,14 @@ def test_same_seed_same_model_and_outputs(defects, small_extractor):
     X, y, _ = defects
     fits = [UFlowDetector(small_extractor, max_epochs=2, random_state=3, device="cpu").fit(X[y == 0])
             for _ in range(2)]
+    assert fits[0].history_["n_splits"] == 5  # 16 images: cross-fitted
     for a, b in zip(fits[0].flow_.state_dict().values(), fits[1].flow_.state_dict().values()):
         assert torch.equal(a, b)
-    np.testing.assert_array_equal(fits[0].anomaly_maps(X[:4]), fits[1].anomaly_maps(X[:4]))
+    assert fits[0].segmenter_.null_ == fits[1].segmenter_.null_
+    assert fits[0].segmenter_.map_level_ == fits[1].segmenter_.map_level_
+    assert fits[0].history_["val_bpd"] == fits[1].history_["val_bpd"]
+    for a, b in zip(fits[0].maps_and_log_nfa(X[:4]), fits[1].maps_and_log_nfa(X[:4])):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_fit_uses_only_normal_images_from_labels_or_masks(defects, small_extractor):
@@ -105,75 +111,144 @@ def test_contamination_sets_the_share_of_training_outliers(defects, small_extrac
     assert np.mean(detector.predict(normal) == -1) == pytest.approx(0.25, abs=1 / len(normal))
 
 
-@pytest.mark.parametrize(
-    "params, match",
-    [
-        (dict(epsilon=0), "epsilon"),
-        (dict(contamination=0.7), "contamination"),
-        (dict(validation_fraction=1.0), "validation_fraction"),
-        (dict(max_epochs=0), "max_epochs"),
-        (dict(learning_rate=-1), "learning_rate"),
-        (dict(affine_clamp=0.0), "affine_clamp"),
-        (dict(weight_decay=-1e-4), "weight_decay"),
-        (dict(positional_encoding=-1), "positional_encoding"),
-        (dict(positional_encoding=1.5), "positional_encoding"),
-        (dict(tol=None), "tol"),
-        (dict(map_smoothing=-1.0), "map_smoothing"),
-        (dict(map_smoothing="wide"), "map_smoothing"),
-        (dict(augmentation="rotations"), "augmentation"),
-    ],
-)
-def test_bad_parameters(params, match, defects, small_extractor):
-    with pytest.raises(ValueError, match=match):
-        UFlowDetector(small_extractor, **params).fit(defects[0][:4])
+def test_the_rules_that_tie_parameters_together(defects, small_extractor):
+    """Each parameter's own range is scikit-learn's check_param_validation's; these rules span two."""
+    X = defects[0][:4]
+    with pytest.raises(ValueError, match="feature_shapes"):
+        UFlowDetector("precomputed").fit(np.zeros((4, 256)))
+    with pytest.raises(ValueError, match="cannot be turned"):
+        UFlowDetector("precomputed", feature_shapes=[(4, 8, 8)], augmentation="flips").fit(np.zeros((4, 256)))
+    with pytest.raises(ValueError, match="needs held-out images"):
+        UFlowDetector(small_extractor, validation_fraction=0).fit(X)
+    # folds hold images out whatever validation_fraction says
+    fitted = UFlowDetector(small_extractor, validation_fraction=0, cv=2, max_epochs=1, device="cpu").fit(X)
+    assert fitted.history_["n_splits"] == 2
 
 
-def test_augmentation_fits_on_turned_copies_of_the_training_images_only(defects, small_extractor, monkeypatch):
+def test_augmentation_fits_on_every_copy_and_holds_out_images_as_they_are(defects, small_extractor, monkeypatch):
+    from sklearn_uflow import training
+
     X = defects[0][defects[1] == 0][:10]
-    batches = []
+    batches, trained, scored = [], [], []
     extract = CNNFeatureTransformer.extract
     monkeypatch.setattr(CNNFeatureTransformer, "extract",
                         lambda self, images: batches.append(np.array(images)) or extract(self, images))
-    detector = UFlowDetector(small_extractor, augmentation="eight", validation_fraction=0.2, max_epochs=1,
+    init = training.FlowTraining.__init__
+    monkeypatch.setattr(training.FlowTraining, "__init__", lambda self, *a, **k: init(self, *a, **k) or trained.append(
+        (np.asarray(a[2]), k["n_rows"], k["n_copies"], self.rows.numpy())))
+    per_image_nll = training.per_image_nll
+    monkeypatch.setattr(training, "per_image_nll", lambda flow, f, index, *a: scored.append(np.asarray(index)) or
+                        per_image_nll(flow, f, index, *a))
+    detector = UFlowDetector(small_extractor, augmentation="eight", cv=None, validation_fraction=0.2, max_epochs=2,
                              random_state=0, device="cpu").fit(X)
     assert detector.augmentation_ == "eight"
     batches = batches[1:]  # the first fitted the feature step
-    # the eight copies of the 8 training images, then the 2 held-out images as they are
-    assert [len(b) for b in batches] == [8] * 8 + [2]
-    train, scaled = batches[0], X / np.float32(255)  # the feature step reads floats in [0, 1]
-    held_out = [i for i in range(10) if not any(np.allclose(scaled[i], t) for t in train)]
-    np.testing.assert_allclose(batches[-1], scaled[held_out])
-    for copy, symmetry in zip(batches[:8], AUGMENTATIONS["eight"]):
-        np.testing.assert_array_equal(copy, apply_symmetry(train, symmetry))
-    # a fit with copies takes as many optimisation steps as one without
-    plain = UFlowDetector(small_extractor, augmentation="none", validation_fraction=0.2, max_epochs=1,
-                          random_state=0, device="cpu").fit(X)
-    assert len(plain.history_["train_bpd"]) == len(detector.history_["train_bpd"]) == 1
-    with pytest.raises(ValueError, match="precomputed"):  # features cannot be turned
-        UFlowDetector("precomputed", feature_shapes=[(4, 8, 8)], augmentation="flips").fit(np.zeros((4, 256)))
+    assert [len(b) for b in batches] == [10] * 8  # the eight copies of every image, each extracted once
+    scaled = X / np.float32(255)  # the feature step reads floats in [0, 1]
+    for copy, symmetry in zip(batches, AUGMENTATIONS["eight"]):
+        np.testing.assert_array_equal(copy, apply_symmetry(scaled, symmetry))
+    [(train_index, n_rows, n_copies, rows)] = trained
+    held_out = np.setdiff1d(np.arange(10), train_index)
+    assert n_rows == 10 and n_copies == 8 and len(held_out) == 2
+    # every copy of every training image, and nothing of the held-out images, is trained on
+    assert sorted(rows) == sorted(k * 10 + i for k in range(8) for i in train_index)
+    # the held-out images are judged as they are: rows of the first copy, the identity
+    assert all(np.array_equal(index, held_out) for index in scored)
+    assert len(scored) == len(detector.history_["val_bpd"])
 
 
-@pytest.mark.parametrize("size, candidates", [((64, 64), {"none", "eight"}), ((64, 48), {"none", "flips"})])
-def test_auto_augmentation_keeps_the_flow_with_the_lowest_held_out_loss(size, candidates, defects):
-    X = defects[0][defects[1] == 0][:10, : size[0], : size[1]]
-    detector = UFlowDetector(CNNFeatureTransformer(input_size=32, device="cpu"), augmentation="auto",
-                             max_epochs=5, random_state=0, device="cpu").fit(X)
-    raced = detector.history_["augmentation_val_bpd"]
-    assert set(raced) == candidates and detector.augmentation_ == min(raced, key=raced.get)
-    # the winner trained on past the race (one epoch of five)
-    assert len(detector.history_["train_bpd"]) == 5
-    assert min(detector.history_["val_bpd"]) <= raced[detector.augmentation_]
-    # with no held-out images there is nothing to choose by
-    unvalidated = UFlowDetector(CNNFeatureTransformer(input_size=32, device="cpu"), augmentation="auto",
-                                validation_fraction=0, nfa_null="theory", max_epochs=1, random_state=0,
-                                device="cpu").fit(X)
-    assert unvalidated.augmentation_ == "none" and "augmentation_val_bpd" not in unvalidated.history_
+def test_auto_augmentation_takes_copies_when_the_parts_come_in_any_pose(defects):
+    """The textures' gratings have fixed orientations: turned copies are less likely, and are not learnt
+    from. The same images each turned by a random symmetry come in any pose: their copies are as likely."""
+    from sklearn_uflow.symmetries import symmetries
+
+    X = defects[0][defects[1] == 0]
+    turns = symmetries("eight", X.shape[1:3])
+    any_pose = np.stack([apply_symmetry(x[None], turns[k])[0]
+                         for x, k in zip(X, np.random.default_rng(0).integers(8, size=len(X)))])
+    chosen = {}
+    for pose, images in (("fixed", X), ("any", any_pose)):
+        detector = UFlowDetector(CNNFeatureTransformer(input_size=32, device="cpu"), max_epochs=2, random_state=0,
+                                 device="cpu").fit(images)
+        history = detector.history_
+        chosen[pose] = detector.augmentation_, history["symmetry_p_value"] < 0.01
+    assert chosen == {"fixed": ("none", True), "any": ("eight", False)}
+    # on an oblong frame the copies are the flips; with nothing held out, nothing to choose by
+    oblong = UFlowDetector(CNNFeatureTransformer(input_size=32, device="cpu"), max_epochs=1, random_state=0,
+                           device="cpu").fit(any_pose[:, :, :48])
+    assert oblong.augmentation_ == "flips"
+    unvalidated = UFlowDetector(CNNFeatureTransformer(input_size=32, device="cpu"), validation_fraction=0,
+                                nfa_null="theory", max_epochs=1, random_state=0, device="cpu").fit(any_pose)
+    assert unvalidated.augmentation_ == "none" and "symmetry_p_value" not in unvalidated.history_
+
+
+def _spied_fit(detector, X, monkeypatch):
+    """Fit ``detector`` on feature rows whose first value is the image's number, and record which images
+    each flow trained on and which flow's latents of which images the segmenter's null was fitted on."""
+    from sklearn_uflow.flow import UFlow
+
+    trained, produced, null = {}, {}, []
+    forward = UFlow.forward
+
+    def spy(self, features, *args, **kwargs):
+        out = forward(self, features, *args, **kwargs)
+        images = features[0][:, 0, 0, 0].round().long().tolist()
+        if self.training:
+            trained.setdefault(id(self), set()).update(images)
+        else:
+            for image, row in zip(images, out[0][0]):
+                produced[row.float().numpy().tobytes()] = (id(self), image)
+        return out
+
+    monkeypatch.setattr(UFlow, "forward", spy)
+    fit_latents = ACotrarioSegmenter.fit_latents
+    monkeypatch.setattr(ACotrarioSegmenter, "fit_latents",
+                        lambda self, latents: null.extend(produced[r.numpy().tobytes()] for r in latents[0]) or
+                        fit_latents(self, latents))
+    detector.fit(X)
+    return trained, null
+
+
+def test_cross_fitting_never_judges_an_image_by_a_flow_that_trained_on_it(monkeypatch):
+    shapes, n = [(4, 8, 8), (8, 4, 4)], 12
+    X = np.random.default_rng(0).standard_normal((n, sum(int(np.prod(s)) for s in shapes)))
+    X[:, 0] = np.arange(n)  # feature 0 of scale 0 at (0, 0) names the image
+    detector = UFlowDetector("precomputed", feature_shapes=shapes, cv=3, max_epochs=2, random_state=0, device="cpu")
+    trained, null = _spied_fit(detector, X, monkeypatch)
+    # three fold flows and the final one; the final flow trained on every image, each fold flow on two thirds
+    assert sorted(len(images) for images in trained.values()) == [8, 8, 8, 12]
+    assert trained[id(detector.flow_)] == set(range(n))
+    # the null read every image once, each through a fold flow that never saw it
+    assert sorted(image for _, image in null) == list(range(n))
+    assert all(image not in trained[flow] for flow, image in null)
+    assert detector.history_["n_splits"] == 3
+    # cv="auto" cross-fits a set this small in 5 folds; None keeps one split, whose held-out images are the null's
+    trained, null = _spied_fit(detector.set_params(cv=None, validation_fraction=0.25), X, monkeypatch)
+    assert len(trained) == 1 and len(null) == 3 and not {image for _, image in null} & trained[id(detector.flow_)]
+    detector.set_params(cv="auto").fit(X)
+    assert detector.history_["n_splits"] == 5
+
+
+def test_the_readme_demo_gives_few_false_alarms_from_20_images():
+    """The README's demo fits on 20 good images. A single split held 2 of them out, and the null of the NFA
+    fitted on those 2 flagged 5 of the 20 other good images (on the code before cross-fitting);
+    cross-fitting fits it on all 20."""
+    X, y, _ = make_defects(n_samples=80, image_size=256, random_state=0)
+    good = np.flatnonzero(y == 0)
+    detector = UFlowDetector("efficientnet_lite0", random_state=0, device="cpu").fit(X[good[:20]])
+    assert detector.history_["n_splits"] == 5
+    detected = detector.predict(X) == -1
+    assert detected[good[20:]].mean() <= 0.05 and detected[y == 1].mean() >= 0.95
 
 
 def test_bad_inputs(fitted_detector, defects, small_extractor):
     X = defects[0]
-    with pytest.raises(ValueError, match="at least 2 normal training images"):
+    with pytest.raises(ValueError, match="at least 2 normal training images.*validation_fraction=0 and "
+                                         "nfa_null='theory'"):
         UFlowDetector(small_extractor).fit(X[:1])
+    # the setting the message suggests fits one image
+    one = UFlowDetector(small_extractor, validation_fraction=0, nfa_null="theory", max_epochs=1, device="cpu")
+    assert one.fit(X[:1]).predict(X[:2]).shape == (2,)
     with pytest.raises(ValueError, match="fitted on 64x64"):
         fitted_detector.anomaly_maps(np.zeros((1, 32, 32, 3)))
     with pytest.raises(ValueError, match="channel"):
@@ -189,13 +264,12 @@ def test_bad_inputs(fitted_detector, defects, small_extractor):
 def test_model_fitted_on_cuda_loads_on_cpu(fitted_detector, defects, monkeypatch):
     """Simulate a GPU-fitted model: its pickle must load where CUDA is absent."""
     clone = pickle.loads(pickle.dumps(fitted_detector))
-    clone.device_ = torch.device("cuda")
-    state = clone.__getstate__()  # the modules are stored on the CPU
-    restored = UFlowDetector.__new__(UFlowDetector)
+    clone.device_ = clone.extractor_.device_ = torch.device("cuda")
+    payload = pickle.dumps(clone)  # the modules are stored on the CPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(UserWarning, match="CUDA"):
-        restored.__setstate__(state)
-    restored.extractor_.device_ = torch.device("cpu")
+        restored = pickle.loads(payload)
+    assert restored.device_.type == restored.extractor_.device_.type == "cpu"
     np.testing.assert_array_equal(restored.anomaly_maps(defects[0][:2]), fitted_detector.anomaly_maps(defects[0][:2]))
 
 

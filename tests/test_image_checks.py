@@ -36,7 +36,9 @@ def _outputs(estimator, X):
 
 
 def _assert_same(a, b):
-    for x, y in zip(a, b):
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        assert x.size > 0
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 

@@ -186,19 +186,36 @@ def _assert_once_per_worker(counts):
     assert len(counts) == 2 and all(1 <= c <= 2 for c in counts), counts
 
 
-def test_failed_tasks_are_reported_not_fatal(detector, client, tmp_path):
-    class Broken(UFlowDetector):
-        def maps_and_log_nfa(self, X):
-            raise RuntimeError("out of memory")
+class _FailsInScoring(UFlowDetector):
+    """Its scoring raises inside a task: the task reports its files' errors."""
 
-    broken = Broken()
-    broken.__dict__.update(vars(detector))
+    def maps_and_log_nfa(self, X):
+        raise RuntimeError("out of memory")
+
+
+class _FailsOnItsWorker(UFlowDetector):
+    """A task fails before it scores (the way a lost worker's task fails): its future ends in error."""
+
+    @property
+    def n_channels_(self):
+        raise RuntimeError("worker lost")
+
+
+@pytest.mark.parametrize("broken, scheduler, error", [
+    (_FailsInScoring, None, "RuntimeError: out of memory"),
+    (_FailsInScoring, "cluster", "RuntimeError: out of memory"),
+    (_FailsOnItsWorker, "cluster", "RuntimeError: worker lost"),
+])
+def test_failed_tasks_are_reported_not_fatal(detector, request, tmp_path, broken, scheduler, error):
     from PIL import Image
 
+    model = broken()
+    model.__dict__.update(vars(detector))  # a property of the class wins over an attribute of the instance
     for i in range(3):
         Image.new("RGB", (SIZE, SIZE)).save(tmp_path / f"{i}.png")
-    rows = score_files(broken, sorted(tmp_path.glob("*.png")), tmp_path / "out", files_per_task=2)
-    assert [row["error"] for row in rows] == ["RuntimeError: out of memory"] * 3
+    client = request.getfixturevalue("client") if scheduler else None
+    rows = score_files(model, sorted(tmp_path.glob("*.png")), tmp_path / "out", files_per_task=2, scheduler=client)
+    assert [row["error"] for row in rows] == [error] * 3
 
 
 def test_cli_predict_on_a_cluster(hazelnut, detector, client, tmp_path):

@@ -1,27 +1,54 @@
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from flow_helpers import TINY, inputs, randomise
 from sklearn_uflow.flow import build_uflow
-from sklearn_uflow.training import FlowTraining, TrainingDivergedError, train_flow
+from sklearn_uflow.training import (FlowTraining, TrainingDivergedError, bits_per_dim, copies_excess_bpd, fit_held_out,
+                                    per_image_nll, symmetry_p_value)
+
+OPTIONS = dict(batch_size=4, learning_rate=1e-2, weight_decay=0, device="cpu", seed=0)
 
 
-def test_training_lowers_the_loss_and_detects_divergence():
-    flow = build_uflow(TINY, n_steps=2)
-    train = [2 + 3 * t.float() for t in inputs(TINY, n=16)]
-    val = [2 + 3 * t.float() for t in inputs(TINY, n=4, seed=5)]
-    flow.standardize_with(train)
-    history = train_flow(flow, train, val, max_epochs=8, batch_size=4, learning_rate=1e-2, weight_decay=0,
-                         n_iter_no_change=8, tol=0, device="cpu", seed=0)
+def features(n, seed=0):
+    return [2 + 3 * t.float() for t in inputs(TINY, n=n, seed=seed)]
+
+
+def test_held_out_fit_stops_on_the_pooled_loss_and_restores_each_flows_best_epoch():
+    data = features(20)
+    splits = [(np.arange(10, 20), np.arange(10)), (np.arange(10), np.arange(10, 20))]
+    fit = fit_held_out(lambda: build_uflow(TINY, n_steps=2), data, splits, max_epochs=8, n_iter_no_change=2,
+                       tol=0, **OPTIONS)
+    history = fit.history
     assert history["train_bpd"][-1] < history["train_bpd"][0]
-    assert 1 <= history["best_epoch"] <= 8
-    bad = [t.clone() for t in train]
+    assert len(history["val_bpd"]) == len(history["train_bpd"]) <= 8
+    best = history["best_epoch"]
+    assert history["val_bpd"][best - 1] == min(history["val_bpd"])
+    assert len(history["val_bpd"]) in (8, best + 2)  # stopped by the budget or two epochs without progress
+    # the returned flows are those of the best epoch: their pooled held-out loss, computed again, is its figure
+    nll = np.concatenate([per_image_nll(flow, data, val, 3, "cpu") for flow, (_, val) in zip(fit.flows, splits)])
+    n_dims = sum(int(np.prod(s)) for s in TINY)
+    assert bits_per_dim(nll.mean(), n_dims) == pytest.approx(history["val_bpd"][best - 1], abs=1e-9)
+    # two flows from the same start, trained on different halves
+    weights = [dict(flow.named_parameters()) for flow in fit.flows]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_held_out_fit_detects_divergence():
+    bad = features(8)
     bad[0][0, 0, 0, 0] = float("nan")
     with pytest.raises(TrainingDivergedError, match="learning_rate"):
-        train_flow(build_uflow(TINY, n_steps=2), bad, None, max_epochs=1, batch_size=4, learning_rate=1e-2,
-                   weight_decay=0, n_iter_no_change=1, tol=0, device="cpu", seed=0)
+        fit_held_out(lambda: build_uflow(TINY, n_steps=2), bad, [(np.arange(8), np.arange(0))], max_epochs=1,
+                     n_iter_no_change=1, tol=0, **OPTIONS)
+
+
+def test_without_held_out_images_the_last_epoch_is_kept():
+    fit = fit_held_out(lambda: build_uflow(TINY, n_steps=1), features(8), [(np.arange(8), np.arange(0))],
+                       max_epochs=3, n_iter_no_change=1, tol=0, **OPTIONS)
+    assert fit.history["best_epoch"] == len(fit.history["train_bpd"]) == 3 and fit.history["val_bpd"] == []
 
 
 def test_weight_decay_is_decoupled_and_shrinks_only_the_couplings_weights():
@@ -29,14 +56,13 @@ def test_weight_decay_is_decoupled_and_shrinks_only_the_couplings_weights():
     # factor is 1) with and without decay: AdamW's only difference is the
     # decayed weights' shrinkage, -learning_rate * weight_decay * w, however
     # large the gradients (an L2 term added to them would be drowned).
-    train = [2 + 3 * t.float() for t in inputs(TINY, n=4)]
+    train = features(4)
     flows = []
     for weight_decay in (0.0, 0.5):
         flow = randomise(build_uflow(TINY, n_steps=2))
-        flow.standardize_with(train)
         start = {name: p.detach().clone() for name, p in flow.named_parameters()}
-        train_flow(flow, train, None, max_epochs=1, batch_size=4, learning_rate=1e-2, weight_decay=weight_decay,
-                   n_iter_no_change=1, tol=0, device="cpu", seed=0)
+        FlowTraining(flow, train, np.arange(4), n_rows=4, max_epochs=1, batch_size=4, learning_rate=1e-2,
+                     weight_decay=weight_decay, device="cpu", seed=0).run_epoch()
         flows.append(dict(flow.named_parameters()))
     decayed = 0
     for name, w0 in start.items():
@@ -50,30 +76,49 @@ def test_weight_decay_is_decoupled_and_shrinks_only_the_couplings_weights():
     assert decayed == 2 * 4 * 2
 
 
-def test_copies_keep_the_number_of_steps_and_draw_one_copy_per_image(monkeypatch):
+def test_an_epoch_passes_once_over_every_copy_of_every_training_image(monkeypatch):
     # Copy k of image i holds the value 100 k + i everywhere: each batch shows
     # which copy of which image it took.
     n, n_copies, batch_size = 10, 4, 4
     values = (100 * torch.arange(n_copies).view(-1, 1) + torch.arange(n)).flatten().float()
-    train = [values.view(-1, 1, 1, 1).expand(-1, *shape).clone() for shape in TINY]
-    options = dict(max_epochs=3, batch_size=batch_size, learning_rate=1e-3, weight_decay=0, n_iter_no_change=3,
-                   tol=0, device="cpu", seed=0)
+    rows = [values.view(-1, 1, 1, 1).expand(-1, *shape).clone() for shape in TINY]
+    train_index = np.array([0, 2, 3, 5, 7, 8, 9])  # images 1, 4 and 6 are held out
     seen = []
-    original = FlowTraining._batch
-    monkeypatch.setattr(FlowTraining, "_batch", lambda self, index: seen.append(
-        (b := original(self, index))[0][:, 0, 0, 0]) or b)
-    steps = {}
-    for copies in (1, n_copies):
+    flow = build_uflow(TINY, n_steps=1)
+    original = flow.forward
+    monkeypatch.setattr(flow, "forward", lambda x, *a, **k: seen.append(x[0][:, 0, 0, 0].clone()) or original(x))
+    training = FlowTraining(flow, rows, train_index, n_rows=n, n_copies=n_copies, max_epochs=3,
+                            batch_size=batch_size, learning_rate=1e-3, weight_decay=0, device="cpu", seed=0)
+    for _ in range(2):
         seen.clear()
-        flow = build_uflow(TINY, n_steps=1)
-        flow.standardize_with(train)
-        training = FlowTraining(flow, [f[: copies * n] for f in train], None, n_copies=copies, **options)
-        while training.run_epoch():
-            pass
-        steps[copies] = training.optimizer.state_dict()["state"][0]["step"].item()
-        drawn = torch.cat(seen).long()
-        per_epoch = drawn.view(3, n)
-        for epoch in per_epoch:  # every image once per epoch, in one of its copies
-            assert sorted((epoch % 100).tolist()) == list(range(n))
-        assert set((drawn // 100).tolist()) == set(range(copies))
-    assert steps[1] == steps[n_copies] == 3 * math.ceil(n / batch_size)
+        training.run_epoch()
+        drawn = sorted(torch.cat(seen).long().tolist())
+        assert drawn == sorted(100 * k + i for k in range(n_copies) for i in train_index)
+        assert len(seen) == math.ceil(n_copies * len(train_index) / batch_size)
+    # the schedule spans the budget's steps: 3 epochs of 7 steps
+    assert training.scheduler.lr_lambdas[0](3 * 7 - 1) > 0 and training.scheduler.lr_lambdas[0](3 * 7) == 0
+
+
+def test_copies_as_likely_as_the_images_have_no_excess():
+    flow = randomise(build_uflow(TINY, n_steps=2))
+    images = features(6)
+    same = [torch.cat([f, f]) for f in images]  # the "copy" of each image is the image itself
+    splits = [(None, np.arange(6))]
+    excess = copies_excess_bpd([flow], splits, same, 2, 4, "cpu")
+    np.testing.assert_allclose(excess, 0.0, atol=1e-12)
+    assert symmetry_p_value(excess) == 1.0
+    # copies pushed far from the images are less likely, image by image
+    far = [torch.cat([f, 5 * f]) for f in images]
+    excess = copies_excess_bpd([flow], splits, far, 2, 4, "cpu")
+    nll = per_image_nll(flow, far, np.arange(12), 4, "cpu")
+    n_dims = sum(int(np.prod(s)) for s in TINY)
+    np.testing.assert_allclose(excess, (nll[6:] - nll[:6]) / (n_dims * math.log(2)))
+    assert (excess > 0).all() and symmetry_p_value(excess) < 0.01
+
+
+def test_symmetry_p_value_is_the_paired_t_tests():
+    excess = np.array([0.3, -0.1, 0.2, 0.05, 0.4])
+    t = excess.mean() / (excess.std(ddof=1) / math.sqrt(len(excess)))
+    assert symmetry_p_value(excess) == pytest.approx(stats.t.sf(t, len(excess) - 1))
+    assert symmetry_p_value(-excess) == pytest.approx(1 - stats.t.sf(t, len(excess) - 1))
+    assert symmetry_p_value(np.full(4, 0.2)) == 0.0 and symmetry_p_value(np.zeros(4)) == 1.0
