@@ -23,7 +23,7 @@ def main(n_images=50, repeats=5):
     rows = []
     for name, shapes, size in CASES:
         latents = [rng.standard_normal((n_images, *s)).astype(np.float32) for s in shapes]
-        segmenter = ACotrarioSegmenter(shapes, output_size=size, null="theory").fit_latents(latents)
+        segmenter = ACotrarioSegmenter(shapes, output_size=size, nfa_null="theory").fit_latents(latents)
         row = [name, ", ".join(f"{c}×{h}×{w}" for c, h, w in shapes), f"{size[0]}×{size[1]}"]
         for delineation in ("tree", "map"):
             segmenter.set_params(delineation=delineation).log_nfa_of_latents([z[:2] for z in latents])  # warm-up

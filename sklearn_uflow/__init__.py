@@ -6,13 +6,14 @@ maps and segmentation masks whose threshold, a number of false alarms, needs
 no labelled defects.
 """
 
-from .acontrario import ACotrarioSegmenter
+from .acontrario import AContrarioSegmenter, ACotrarioSegmenter
 from .detector import UFlowDetector
 from .features import CNNFeatureTransformer, MSCaiTTransformer, split_features
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AContrarioSegmenter",
     "ACotrarioSegmenter",
     "CNNFeatureTransformer",
     "MSCaiTTransformer",

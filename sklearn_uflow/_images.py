@@ -1,9 +1,11 @@
-"""The data contract shared by every estimator: what an image batch is.
+"""The data contract shared by every estimator: what an image batch is, and its rows.
 
 Images arrive as array-likes of shape ``(n, H, W, C)`` with ``C`` in {1, 3}, or
 ``(n, H, W)`` for grayscale, with dtype ``uint8`` (0-255) or floating point in
 [0, 1]. All images of one call share ``H`` and ``W``. Everything downstream
-sees a C-contiguous ``float32`` array ``(n, H, W, C)`` in [0, 1].
+sees a C-contiguous ``float32`` array ``(n, H, W, C)`` in [0, 1]. Per-scale
+maps (features or latents) travel between estimators as rows:
+:func:`flatten_maps` and :func:`split_features`.
 """
 
 import math
@@ -14,7 +16,8 @@ import torch
 from scipy import sparse
 from torch.nn import functional as F
 
-__all__ = ["as_image_array", "aspect_size", "check_images", "images_to_tensor", "resize_maps"]
+__all__ = ["as_image_array", "aspect_size", "check_images", "flatten_maps", "images_to_tensor", "resize_maps",
+           "split_features"]
 
 # "auto" sizes: about as many pixels as the default 256x256.
 AUTO_AREA = 256 * 256
@@ -195,3 +198,57 @@ def resize_maps(maps, size, mode="bilinear"):
     else:
         x = F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
     return x.squeeze(1)
+
+
+def split_features(rows, shapes):
+    """Turn rows of flattened features back into per-scale tensors.
+
+    Parameters
+    ----------
+    rows : array-like of shape (n_samples, sum(C * H * W))
+        Output of a feature step's ``transform`` (or of the flow's latents).
+    shapes : sequence of (C, H, W)
+        The per-scale shapes, e.g. a fitted ``feature_shapes_``.
+
+    Returns
+    -------
+    maps : list of torch.Tensor of shape (n_samples, C, H, W)
+        Views into ``rows`` where possible, one per scale; float64 rows stay
+        float64, other rows become float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.features import split_features
+    >>> maps = split_features(np.zeros((2, 2 * 4 * 4 + 3 * 2 * 2)), [(2, 4, 4), (3, 2, 2)])
+    >>> [tuple(m.shape) for m in maps]
+    [(2, 2, 4, 4), (2, 3, 2, 2)]
+    """
+    rows = np.asarray(rows)
+    if rows.dtype not in (np.float32, np.float64) or not rows.flags.writeable:
+        # torch cannot share a read-only buffer (a memory map, say): copy it
+        rows = rows.astype(rows.dtype if rows.dtype in (np.float32, np.float64) else np.float32)
+    rows = torch.from_numpy(rows)
+    sizes = [int(np.prod(s)) for s in shapes]
+    if rows.ndim != 2 or rows.shape[1] != sum(sizes):
+        raise ValueError(
+            f"expected rows of {sum(sizes)} values (shapes {list(shapes)}), got an array of "
+            f"shape {tuple(rows.shape)}."
+        )
+    return [part.reshape(-1, *s) for part, s in zip(torch.split(rows, sizes, dim=1), shapes)]
+
+
+def flatten_maps(maps):
+    """Concatenate per-scale maps into rows: the inverse of :func:`split_features`.
+
+    Parameters
+    ----------
+    maps : list of torch.Tensor of shape (n_samples, C, H, W)
+        One tensor per scale.
+
+    Returns
+    -------
+    rows : ndarray of shape (n_samples, sum(C * H * W))
+        Each scale flattened channel-major, scale after scale.
+    """
+    return torch.cat([m.reshape(m.shape[0], -1) for m in maps], dim=1).numpy()

@@ -23,19 +23,19 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from joblib import Parallel, delayed
-from scipy import ndimage, sparse, special
-from scipy.sparse.csgraph import depth_first_order
-from skimage.morphology import max_tree
+from scipy import ndimage, special
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._images import resize_maps
-from .features import split_features
-from .scoring import smoothed_anomaly_maps
+from ._component_tree import RangeMin, component_tree
+from ._docstrings import ROWS, fill_docstring
+from ._images import resize_maps, split_features
+from .anomaly_map import smoothed_anomaly_maps
 
 __all__ = [
     "ACotrarioSegmenter",
+    "AContrarioSegmenter",
     "log10_chi2_sf",
     "log10_number_of_tests",
     "log10_nfa_ceiling",
@@ -85,9 +85,9 @@ def log10_chi2_sf(x, df):
     Where the probability is representable it is computed exactly by SciPy
     (through the lower tail when it is close to 1, to keep its digits); where
     it underflows double precision, by the continued fraction of the
-    incomplete gamma function in log space. Unlike the Chernoff bound of the
-    reference implementation, the result is never below ``log10 0.5`` for
-    ``x`` below the median: small values are not significant.
+    incomplete gamma function in log space. The result is never below
+    ``log10 0.5`` for ``x`` below the median: small values are not
+    significant.
 
     Parameters
     ----------
@@ -136,9 +136,7 @@ def log10_number_of_tests(region_size, scale_pixels, total_pixels):
 
     and, summed over all regions of all sizes of all scales, the weights
     ``1 / N_T`` add up to at most 1: the expected number of regions with
-    ``NFA <= epsilon`` under normality is at most ``epsilon``. (The reference
-    code charges every region the count of regions of *all* sizes, about
-    ``BETA ** N_s``, so that at 64x64 a region needs a PFA below 1e-2490.)
+    ``NFA <= epsilon`` under normality is at most ``epsilon``.
 
     Parameters
     ----------
@@ -148,6 +146,11 @@ def log10_number_of_tests(region_size, scale_pixels, total_pixels):
         ``N_s``, pixels of the region's scale.
     total_pixels : int
         ``sum_s N_s`` over the scales.
+
+    Returns
+    -------
+    log_n_tests : float or ndarray of float64
+        ``log10 N_T`` of each region size.
 
     Examples
     --------
@@ -161,134 +164,23 @@ def log10_number_of_tests(region_size, scale_pixels, total_pixels):
 
 
 def log10_nfa_ceiling(scale_pixels):
-    """The largest log10 NFA reported: that of a single pixel with no
-    evidence at all (PFA = 1) at the largest scale. Pixels in no selected
-    region carry it, and no region reports more.
+    """Compute the largest log10 NFA reported, a single pixel's with no evidence.
 
-    ``scale_pixels``: the pixel counts of the scales.
-    """
-    return float(log10_number_of_tests(1, max(scale_pixels), sum(scale_pixels)))
-
-
-class _RangeMin:
-    """Sparse table: position of the minimum of ``values[l:r]`` in O(1) per
-    query, all queries at once. The first minimum wins ties."""
-
-    def __init__(self, values):
-        n = len(values)
-        self.values = np.append(values, np.inf)  # index n: sentinel for empty ranges
-        levels = [np.arange(n)]
-        width = 1
-        while 2 * width <= n:
-            prev = levels[-1]
-            left, right = prev[: n - 2 * width + 1], prev[width : n - width + 1]
-            levels.append(np.where(self.values[right] < self.values[left], right, left))
-            width *= 2
-        self.table = np.full((len(levels), n + 1), n)
-        for k, level in enumerate(levels):
-            self.table[k, : len(level)] = level
-
-    def argmin(self, lo, hi):
-        length = hi - lo
-        k = np.zeros_like(length)
-        k[length > 0] = np.floor(np.log2(length[length > 0])).astype(length.dtype)
-        left = self.table[k, lo]
-        right = self.table[k, np.maximum(hi - (1 << k), lo)]
-        best = np.where(self.values[right] < self.values[left], right, left)
-        return np.where(length > 0, best, len(self.values) - 1)
-
-
-def _preorder(parent, root):
-    """Depth-first preorder of a tree given by parent pointers (children in
-    increasing index order), and the matching postorder."""
-    n = len(parent)
-    child = np.flatnonzero(np.arange(n) != root)
-    ones = np.ones(len(child))
-    graph = sparse.csr_matrix((ones, (parent[child], child)), shape=(n, n))
-    graph.sort_indices()
-    pre = depth_first_order(graph, root, directed=True, return_predecessors=False)
-    # A preorder that visits children in decreasing order, reversed, is the
-    # postorder visiting them in increasing order: relabel v -> n-1-v.
-    mirrored = sparse.csr_matrix((ones, (n - 1 - parent[child], n - 1 - child)), shape=(n, n))
-    mirrored.sort_indices()
-    post = (n - 1 - depth_first_order(mirrored, n - 1 - root, directed=True, return_predecessors=False))[::-1]
-    return pre, post
-
-
-def _depth(parent, root):
-    """Number of ancestors of each node, by pointer jumping (log-depth rounds)."""
-    depth = (np.arange(len(parent)) != root).astype(np.int64)
-    up = parent.copy()
-    up[root] = root
-    while np.any(up != root):
-        depth, up = depth + depth[up], up[up]
-    return depth
-
-
-class ComponentTree(NamedTuple):
-    """The component tree of the upper level sets of a map.
-
-    Nodes are numbered in raster order of their first pixel; arrays indexed
-    by node unless noted.
-    """
-
-    level: np.ndarray  #: the node's level, its component's minimum
-    parent: np.ndarray  #: parent node (the root is its own parent)
-    area: np.ndarray  #: pixels in the component
-    owner: np.ndarray  #: per pixel (raveled): the node whose level it has
-    preorder: np.ndarray  #: nodes in depth-first preorder
-    start: np.ndarray  #: position of the node in ``preorder``
-    end: np.ndarray  #: its subtree is ``preorder[start:end]``
-
-    @property
-    def root(self):
-        return int(self.preorder[0])
-
-
-def component_tree(u):
-    """Component tree of the upper level sets of ``u`` (4-connectivity).
+    That of one pixel with no evidence at all (PFA = 1) at the largest
+    scale. Pixels in no selected region carry it, and no region reports
+    more.
 
     Parameters
     ----------
-    u : ndarray of shape (H, W)
-        The map, at least 3x3 (skimage's ``max_tree`` needs it).
+    scale_pixels : sequence of int
+        The pixel counts of the scales.
 
     Returns
     -------
-    tree : ComponentTree
+    ceiling : float
+        ``log10 N_T(1)`` at the largest scale.
     """
-    values = np.asarray(u, dtype=np.float64)
-    n_pixels = values.size
-    parent, order = max_tree(values, connectivity=1)
-    values = values.ravel()
-    parent = parent.ravel().astype(np.int64)
-    root = int(order[0])
-    # Canonical form: every pixel points to the first pixel of its level component.
-    while True:
-        grand = parent[parent]
-        same = (values[grand] == values[parent]) & (parent != root)
-        if not np.any(same & (grand != parent)):
-            break
-        parent = np.where(same, grand, parent)
-    pixels = np.arange(n_pixels)
-    canonical = (values[parent] != values) | (pixels == root)
-    node_id = np.cumsum(canonical) - 1
-    node_pixel = np.flatnonzero(canonical)
-    owner = node_id[np.where(canonical, pixels, parent)]
-    n_nodes = len(node_pixel)
-    node_root = int(node_id[root])
-    node_parent = node_id[parent[node_pixel]]
-    node_parent[node_root] = node_root
-
-    pre, post = _preorder(node_parent, node_root)
-    start = np.empty(n_nodes, np.int64)
-    start[pre] = np.arange(n_nodes)
-    post_position = np.empty(n_nodes, np.int64)
-    post_position[post] = np.arange(n_nodes)
-    end = post_position + _depth(node_parent, node_root) + 1
-    own_pixels = np.concatenate(([0], np.cumsum(np.bincount(owner, minlength=n_nodes)[pre])))
-    area = own_pixels[end] - own_pixels[start]
-    return ComponentTree(values[node_pixel], node_parent, area, owner, pre, start, end)
+    return float(log10_number_of_tests(1, max(scale_pixels), sum(scale_pixels)))
 
 
 class NullModel(NamedTuple):
@@ -301,6 +193,19 @@ class NullModel(NamedTuple):
     dependent: a region of ``|R|`` pixels counts as ``max(|R| / area, 1)``
     independent observations. The theory of a perfect flow is
     ``NullModel(1, C, 1, inf, 0)``.
+
+    Parameters
+    ----------
+    scale : float
+        Scale of the chi-square law of ``u``.
+    dof : float
+        Its degrees of freedom.
+    area : float
+        Correlation area, in pixels.
+    tail_start : float, default=inf
+        Where the exponential tail starts.
+    tail_scale : float, default=0.0
+        The tail's mean excess.
     """
 
     scale: float
@@ -311,11 +216,33 @@ class NullModel(NamedTuple):
 
     @classmethod
     def theory(cls, channels):
-        """i.i.d. N(0, 1) latents with ``channels`` channels."""
+        """Build the null of i.i.d. N(0, 1) latents, the paper's.
+
+        Parameters
+        ----------
+        channels : int
+            Latent channels at the scale.
+
+        Returns
+        -------
+        null : NullModel
+            ``NullModel(1, channels, 1)``.
+        """
         return cls(1.0, float(channels), 1.0)
 
     def log10_sf(self, u):
-        """``log10 P(U >= u)`` under this model."""
+        """Compute ``log10 P(U >= u)`` under this model.
+
+        Parameters
+        ----------
+        u : array-like
+            Values of ``sum_k z_k^2``.
+
+        Returns
+        -------
+        log_sf : ndarray of float64
+            The same shape as ``u``.
+        """
         u = np.asarray(u, dtype=np.float64)
         body = log10_chi2_sf(np.minimum(u, self.tail_start) / self.scale, self.dof)
         if not np.isfinite(self.tail_start):
@@ -461,7 +388,7 @@ def significant_regions(u, df, total_pixels=None, null=None):
 
     root = tree.root
     n_children = np.bincount(tree.parent[np.arange(n_nodes) != root], minlength=n_nodes)
-    lowest = _RangeMin(log_nfa[pre])
+    lowest = RangeMin(log_nfa[pre])
     below = lowest.values[lowest.argmin(start + 1, end)]
     blocking = (n_children >= 2) & (log_nfa > below)
     blocked = np.concatenate(([0], np.cumsum(blocking[pre])))
@@ -496,7 +423,7 @@ def _image_log_nfa(squared_norms, null, size):
 
 
 def log_nfa_maps(latents, size=None, n_jobs=None, null=None):
-    """log10 NFA maps of a batch from its per-scale latents.
+    """Compute the log10 NFA maps of a batch from its per-scale latents.
 
     Each scale's selected regions carry their log10 NFA; the scales are
     resized to ``size`` by nearest neighbour (no value is invented between a
@@ -577,6 +504,8 @@ def delineate(log_nfa, maps, level, ceiling):
     Returns
     -------
     log_nfa : ndarray of shape (n, H, W), float64
+        Each kept pixel carries its component's log10 NFA, the others
+        ``ceiling``.
 
     Examples
     --------
@@ -609,9 +538,9 @@ def delineate(log_nfa, maps, level, ceiling):
 class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
     """Unsupervised segmentation of latents by their number of false alarms.
 
-    The latents of normal images are i.i.d. N(0, 1) (``null="theory"``) or
+    The latents of normal images are i.i.d. N(0, 1) (``nfa_null="theory"``) or
     follow the law measured on the latents given to ``fit``
-    (``null="empirical"``). Regions whose number of false alarms (NFA) is
+    (``nfa_null="empirical"``). Regions whose number of false alarms (NFA) is
     at most ``epsilon`` are detected: under normality, at most ``epsilon``
     false regions per image are expected, whatever the image.
 
@@ -631,7 +560,7 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         regions per image under normality. Smaller is stricter.
     output_size : tuple of int, default=None
         ``(H, W)`` of the output maps; default the finest scale's size.
-    null : {"empirical", "theory"}, default="empirical"
+    nfa_null : {"empirical", "theory"}, default="empirical"
         The law of normal latents. ``"empirical"``: a scaled chi-square law
         of ``u`` with a heavier tail and the spatial correlation of the
         latents, measured by :func:`fit_null` on the latents given to
@@ -689,18 +618,18 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         "latent_shapes": ["array-like", None],
         "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
         "output_size": ["array-like", None],
-        "null": [StrOptions({"empirical", "theory"})],
+        "nfa_null": [StrOptions({"empirical", "theory"})],
         "delineation": [StrOptions({"map", "tree"})],
         "map_smoothing": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="left")],
         "n_jobs": [numbers.Integral, None],
     }
 
-    def __init__(self, latent_shapes=None, *, epsilon=1.0, output_size=None, null="empirical", delineation="map",
+    def __init__(self, latent_shapes=None, *, epsilon=1.0, output_size=None, nfa_null="empirical", delineation="map",
                  map_smoothing="auto", n_jobs=None):
         self.latent_shapes = latent_shapes
         self.epsilon = epsilon
         self.output_size = output_size
-        self.null = null
+        self.nfa_null = nfa_null
         self.delineation = delineation
         self.map_smoothing = map_smoothing
         self.n_jobs = n_jobs
@@ -719,6 +648,7 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         Returns
         -------
         self : object
+            The fitted segmenter.
         """
         X = validate_data(self, X, dtype=np.float64)
         shapes = [tuple(int(v) for v in s) for s in (self.latent_shapes or [(1, 1, X.shape[1])])]
@@ -740,6 +670,7 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         Returns
         -------
         self : object
+            The fitted segmenter.
         """
         if self.latent_shapes is not None and _shapes_of(latents) != [tuple(s) for s in self.latent_shapes]:
             raise ValueError(f"latents of shapes {_shapes_of(latents)} do not match latent_shapes "
@@ -748,7 +679,7 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
 
     def _fit(self, latents):
         shapes = _shapes_of(latents)
-        null = fit_null(latents) if self.null == "empirical" else [NullModel.theory(c) for c, _, _ in shapes]
+        null = fit_null(latents) if self.nfa_null == "empirical" else [NullModel.theory(c) for c, _, _ in shapes]
         self._set_fitted(shapes, null, map_level=None)
         peaks = smoothed_anomaly_maps(latents, self.output_size_, self.map_smoothing).max(axis=(1, 2))
         self.map_level_ = float(np.median(peaks))
@@ -767,6 +698,7 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         Returns
         -------
         self : object
+            The fitted segmenter.
         """
         if self.latent_shapes is None:
             raise ValueError("restore_fit needs latent_shapes.")
@@ -782,7 +714,7 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         return self
 
     def log_nfa_of_latents(self, latents, anomaly_maps=None):
-        """log10 NFA maps of the flow's latents.
+        """Compute the log10 NFA maps of the flow's latents.
 
         Parameters
         ----------
@@ -790,7 +722,7 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
             One entry per scale, of the shapes seen in ``fit``.
         anomaly_maps : ndarray of shape (n, H, W), default=None
             The same images' smoothed anomaly maps at ``output_size_``
-            (:func:`~sklearn_uflow.scoring.smoothed_anomaly_maps` with this
+            (:func:`~sklearn_uflow.anomaly_map.smoothed_anomaly_maps` with this
             segmenter's ``map_smoothing``), when the caller has them already;
             computed otherwise.
 
@@ -810,17 +742,48 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
             anomaly_maps = smoothed_anomaly_maps(latents, self.output_size_, self.map_smoothing)
         return delineate(log_nfa, anomaly_maps, self.map_level_, self.log_nfa_ceiling_)
 
+    @fill_docstring(rows=ROWS)
     def log_nfa_maps(self, X):
-        """log10 NFA maps of latent rows, shape (n_samples, H, W)."""
+        """Compute the log10 NFA maps of latent rows.
+
+        {rows}
+
+        Returns
+        -------
+        log_nfa : ndarray of shape (n_samples, H, W), float64
+            See :meth:`log_nfa_of_latents`.
+        """
         check_is_fitted(self, "null_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return self.log_nfa_of_latents(split_features(X, self.latent_shapes_))
 
+    @fill_docstring(rows=ROWS)
     def transform(self, X):
-        """log10 NFA maps flattened: shape (n_samples, H * W)."""
+        """Compute the log10 NFA maps of latent rows, flattened.
+
+        {rows}
+
+        Returns
+        -------
+        log_nfa : ndarray of shape (n_samples, H * W), float64
+            :meth:`log_nfa_maps`, one row per sample.
+        """
         maps = self.log_nfa_maps(X)
         return maps.reshape(len(maps), -1)
 
+    @fill_docstring(rows=ROWS)
     def predict_masks(self, X):
-        """Detected pixels (``log10 NFA <= log10 epsilon``), bool (n_samples, H, W)."""
+        """Segment latent rows: the pixels with ``log10 NFA <= log10 epsilon``.
+
+        {rows}
+
+        Returns
+        -------
+        masks : ndarray of shape (n_samples, H, W), bool
+            The detected pixels.
+        """
         return self.log_nfa_maps(X) <= np.log10(self.epsilon)
+
+
+#: The same class, spelled as readers of "a contrario" expect; ``ACotrarioSegmenter`` is the name the design gave.
+AContrarioSegmenter = ACotrarioSegmenter

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils import gen_batches
 from tqdm.auto import tqdm
 
 from ._files import atomic_path, prepare_output_dir
@@ -59,6 +60,29 @@ def write_outputs(images, maps, log_nfa, names, output_dir, epsilon, true_masks=
     bilinearly, NFA values, each a region's, repeated). With ``true_masks``
     (the ground truth, at the maps' size), the overlays also draw its
     contour, in green.
+
+    Parameters
+    ----------
+    images : sequence of ndarray of shape (H_i, W_i[, C])
+        The images as read, each at its own size.
+    maps : ndarray of shape (n, H, W)
+        Their anomaly maps, as scored.
+    log_nfa : ndarray of shape (n, H, W)
+        Their log10 NFA maps.
+    names : sequence of str
+        Output name of each image: ``NAME_map.png``, ``NAME_mask.png``,
+        ``NAME_overlay.png``.
+    output_dir : path-like
+        The folder to write into.
+    epsilon : float
+        The NFA threshold of the masks.
+    true_masks : ndarray of shape (n, H, W), default=None
+        The ground truth, drawn on the overlays.
+
+    Returns
+    -------
+    rows : list of dict
+        One summary row per image, keyed by :data:`RESULT_COLUMNS`.
     """
     import torch
     from skimage.measure import label
@@ -193,8 +217,7 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
     files = [os.fspath(f) for f in files]
     names = _output_names(files)
     output_dir = prepare_output_dir(output_dir, overwrite)
-    tasks = [(files[i : i + files_per_task], names[i : i + files_per_task])
-             for i in range(0, len(files), files_per_task)]
+    tasks = [(files[task], names[task]) for task in gen_batches(len(files), files_per_task)]
 
     with tqdm(total=len(files), desc="scoring", unit="image", disable=not verbose) as progress:
         if scheduler is None:
@@ -243,7 +266,15 @@ def _format(value):
 
 
 def write_results(rows, path):
-    """Write summary rows (dicts keyed by :data:`RESULT_COLUMNS`) as CSV, whole or not at all."""
+    """Write summary rows as CSV, whole or not at all.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows keyed by :data:`RESULT_COLUMNS`.
+    path : path-like
+        The CSV file.
+    """
     with atomic_path(path) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(RESULT_COLUMNS)

@@ -363,6 +363,19 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run the ``sklearn-uflow`` command.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        The arguments; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : int
+        The exit code: 0 on success, 1 when ``predict`` could not score
+        some files, 2 on bad input, 130 or 143 when interrupted.
+    """
     args = build_parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None

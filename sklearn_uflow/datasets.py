@@ -21,7 +21,18 @@ _READ_ERRORS = (OSError, SyntaxError)
 
 
 def image_files(folder):
-    """The image files of a folder (by extension), sorted by name."""
+    """List the image files of a folder, by extension, sorted by name.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder.
+
+    Returns
+    -------
+    files : list of pathlib.Path
+        Its files whose suffix is one of :data:`IMAGE_EXTENSIONS`.
+    """
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
@@ -88,6 +99,11 @@ def read_image(path, *, color="rgb", image_size=None):
     image_size : int or (H, W), default=None
         Resize (bilinear) to this size.
 
+    Returns
+    -------
+    image : ndarray of shape (H, W, 3) or (H, W), uint8
+        The pixels.
+
     Raises
     ------
     ValueError
@@ -132,7 +148,20 @@ def _declared_bits(image, default):
 
 
 def resize_image(image, image_size):
-    """Resize one uint8 image ``(H, W[, 3])`` (bilinear), as :func:`read_image` does."""
+    """Resize one uint8 image, bilinearly, as :func:`read_image` does.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W) or (H, W, 3), uint8
+        The image.
+    image_size : int or (H, W)
+        The size wanted.
+
+    Returns
+    -------
+    resized : ndarray of shape image_size or (*image_size, 3), uint8
+        ``image`` itself when it has that size already.
+    """
     from PIL import Image
 
     height, width = _as_size(image_size)

@@ -6,21 +6,22 @@ from functools import partial
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin, clone
+from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
 from sklearn.model_selection import KFold, train_test_split
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 from tqdm.auto import tqdm
 
-from ._images import as_image_array, check_images
+from ._docstrings import IMAGES, LOADING, fill_docstring
+from ._images import as_image_array, check_images, split_features
 from ._torch_utils import TorchStateMixin, resolve_device, seed_from
-from .acontrario import ACotrarioSegmenter, NullModel
-from .features import CNN_PRESETS, BaseFeatureExtractor, make_feature_extractor, split_features
-from .flow import build_uflow, latent_shapes
-from .scoring import smoothed_anomaly_maps
+from .acontrario import ACotrarioSegmenter
+from .anomaly_map import smoothed_anomaly_maps
+from .features import CNN_PRESETS, BaseFeatureExtractor, make_feature_extractor
+from .flow import build_uflow, latent_shapes, load_uflow
 from .symmetries import AUGMENTATIONS, apply_symmetry, symmetries
-from .training import FlowTraining, copies_excess_bpd, copy_rows, fit_held_out, symmetry_p_value
+from .training import fit_flow
 
 __all__ = ["UFlowDetector"]
 
@@ -28,15 +29,8 @@ __all__ = ["UFlowDetector"]
 # MIN_HELD_OUT images.
 AUTO_FOLDS = 5
 MIN_HELD_OUT = 20
-# augmentation="auto": the copies for each shape of frame, taken unless a paired test finds the held-out
-# images' copies less likely than the images at this one-sided level.
+# augmentation="auto": the copies tried for each shape of frame (training.fit_flow decides).
 AUTO_AUGMENTATIONS = {"square": "eight", "oblong": "flips"}
-SYMMETRY_LEVEL = 0.01
-
-
-def _prefixed(tensors, prefix):
-    """The tensors whose names start with ``prefix``, without it."""
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _normal_images(images, y):
@@ -238,9 +232,8 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     # ------------------------------------------------------------------ fit
-    def _check_params(self):
-        """What the constraints of each parameter alone cannot say."""
-        self._validate_params()
+    def _check_combinations(self):
+        """The rules that tie parameters together, which no constraint of one parameter can say."""
         if self._precomputed and not self.feature_shapes:
             raise ValueError("extractor='precomputed' needs feature_shapes, the feature step's feature_shapes_.")
         if self._precomputed and self.augmentation not in ("auto", "none"):
@@ -256,6 +249,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
                            image_context=bool(self.image_context),
                            positional_encoding=int(self.positional_encoding), seed=seed)
 
+    @_fit_context(prefer_skip_nested_validation=False)  # the feature step may be the user's, to validate too
     def fit(self, X, y=None):
         """Fit the flow on normal images.
 
@@ -272,22 +266,15 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         self : object
             The fitted detector.
         """
-        self._check_params()
+        self._check_combinations()
         images = _normal_images(self._as_input(X, reset=True), y)
         rng = check_random_state(self.random_state)
         splits = self._splits(len(images), rng)
         self.device_ = resolve_device(self.device)
         self._fit_feature_step(images)
         held_out = self._fit_flow(images, splits, seed_from(rng))
-        # The segmenter learns normality from latents of images their flow was not trained on.
-        self.segmenter_ = ACotrarioSegmenter(
-            self.latent_shapes_, epsilon=self.epsilon, output_size=self.image_size_, null=self.nfa_null,
-            map_smoothing=self.map_smoothing, n_jobs=self.n_jobs,
-        ).fit_latents(held_out)
-        if self.contamination == "auto":
-            self.offset_ = float(np.log10(self.epsilon))
-        else:
-            self.offset_ = float(np.percentile(self.score_samples(images), 100.0 * self.contamination))
+        self.segmenter_ = self._fit_segmenter(held_out)
+        self.offset_ = self._fit_offset(images)
         return self
 
     def _n_folds(self, n_images):
@@ -336,133 +323,43 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         self.latent_shapes_ = latent_shapes(self.feature_shapes_)
 
     def _fit_flow(self, images, splits, seed):
-        """Train the flow and choose the augmentation, judged on the held-out
-        images; return the held-out latents the segmenter learns normality from.
-
-        Sets ``flow_``, ``augmentation_`` and ``history_``.
-        """
-        n_images = len(images)
-        options = dict(batch_size=self.batch_size, learning_rate=self.learning_rate,
-                       weight_decay=self.weight_decay, device=self.device_, seed=seed)
-        build = partial(self._build_flow, seed)
-        held_out = np.sort(np.concatenate([val for _, val in splits]))
-        candidate = self._augmentation_candidate(len(held_out))
+        """Train the flow (:func:`~sklearn_uflow.training.fit_flow`); sets
+        ``flow_``, ``augmentation_`` and ``history_`` and returns the held-out
+        latents that the segmenter learns normality from."""
+        candidate = self._augmentation_candidate(sum(len(val) for _, val in splits))
         turns = symmetries(candidate, self.image_size_)
         # Once per fit, since the backbone is frozen; with the copies when they are asked for.
         first = turns if self.augmentation != "auto" else turns[:1]
         with self._progress(len(images) * len(first), "features", "image") as progress:
             features = self._features(images, first, progress)
-        folds = f"{len(splits)} folds" if len(splits) > 1 else "held-out images" if len(held_out) else "no held-out"
-        history, chosen = {"n_splits": len(splits)}, "none" if self.augmentation == "auto" else self.augmentation
         with self._progress(self.max_epochs, "training", "epoch") as progress:
-            stopping = dict(max_epochs=self.max_epochs, n_iter_no_change=self.n_iter_no_change, tol=self.tol,
-                            progress=progress, **options)
-            fit = fit_held_out(build, features, splits, n_copies=len(features[0]) // n_images,
-                               stage=f"{folds}, {chosen}", **stopping)
-            if self.augmentation == "auto" and candidate != "none":
-                # Are the held-out images' copies as likely as the images, as they are when the parts come in
-                # any pose? Then they are normal images too, and worth learning from.
-                progress.set_postfix_str(f"{folds}, turning the held-out images")
-                screened = self._features(images[held_out], turns)
-                positions = [(train, np.searchsorted(held_out, val)) for train, val in splits]
-                excess = copies_excess_bpd(fit.flows, positions, screened, len(turns), self.scoring_batch_size,
-                                           self.device_)
-                p_value = symmetry_p_value(excess) if len(excess) > 1 else 0.0
-                history.update(copies_excess_bpd=float(excess.mean()), symmetry_p_value=p_value)
-                chosen = candidate if p_value >= SYMMETRY_LEVEL else "none"
-                if chosen != "none":
-                    features = screened if len(held_out) == n_images else self._features(images, turns)
-                    fit = fit_held_out(build, features, splits, n_copies=len(turns), stage=f"{folds}, {chosen}",
-                                       **stopping)
-            n_copies = len(features[0]) // n_images
-            self.augmentation_ = chosen
-            self.history_ = {**fit.history, **history}
-            if len(splits) == 1:
-                self.flow_ = fit.flows[0]
-            else:  # cross-fitting: the final flow learns from every image, for the epochs the folds chose
-                progress.reset(total=fit.history["best_epoch"])
-                progress.set_postfix_str(f"all images, {chosen}")
-                self.flow_, self.history_["train_bpd"] = self._refit(build, features, n_copies,
-                                                                     fit.history["best_epoch"], options, progress)
-        self.flow_.requires_grad_(False)
-        if not len(held_out):  # nothing held out: the theory's null, and the map level of the training images
-            return self._latents_of_rows(features, [self.flow_], [np.arange(n_images)])
-        # With copies, the held-out images' copies are normal images too.
-        return self._latents_of_rows(features, fit.flows, [copy_rows(val, n_images, n_copies) for _, val in splits])
+            fitted = fit_flow(
+                partial(self._build_flow, seed), features, splits, augmentation=self.augmentation,
+                candidate=candidate, turned=lambda index: self._features(images[index], turns), n_turns=len(turns),
+                max_epochs=self.max_epochs, n_iter_no_change=self.n_iter_no_change, tol=self.tol,
+                evaluation_batch_size=self.scoring_batch_size, progress=progress, batch_size=self.batch_size,
+                learning_rate=self.learning_rate, weight_decay=self.weight_decay, device=self.device_, seed=seed,
+            )
+        self.flow_, self.augmentation_, self.history_ = fitted.flow.requires_grad_(False), fitted.augmentation, \
+            fitted.history
+        return self._latents_of_rows(fitted.features, *zip(*fitted.judged))
 
-    def _refit(self, build, features, n_copies, epochs, options, progress):
-        """A flow trained on every image (and copy) for ``epochs`` epochs of
-        the schedule the folds followed; the flow and its training losses."""
-        n_images = len(features[0]) // n_copies
-        training = FlowTraining(build(), features, np.arange(n_images), n_rows=n_images, n_copies=n_copies,
-                                max_epochs=self.max_epochs, **options)
-        losses = []
-        for _ in range(epochs):
-            losses.append(training.run_epoch())
-            progress.update()
-        return training.flow, losses
+    def _fit_segmenter(self, held_out):
+        """The a contrario step, which learns normality from latents of images their flow was not trained on."""
+        return ACotrarioSegmenter(
+            self.latent_shapes_, epsilon=self.epsilon, output_size=self.image_size_, nfa_null=self.nfa_null,
+            map_smoothing=self.map_smoothing, n_jobs=self.n_jobs,
+        ).fit_latents(held_out)
+
+    def _fit_offset(self, images):
+        """``contamination="auto"``: the decision at epsilon; a share: that quantile of the training scores."""
+        if self.contamination == "auto":
+            return float(np.log10(self.epsilon))
+        return float(np.percentile(self.score_samples(images), 100.0 * self.contamination))
 
     def _progress(self, total, stage, unit):
         """A progress bar for one stage of the work, shown when ``verbose``."""
         return tqdm(total=total, desc=stage, unit=unit, disable=not self.verbose)
-
-    # ---------------------------------------------------------- model files
-    def get_fitted_state(self):
-        """The fitted state, as :mod:`~sklearn_uflow.model_file` stores it.
-
-        Returns
-        -------
-        tensors : dict of str to torch.Tensor
-            The flow's weights (``flow.*``) and the backbone's
-            (``extractor.*``), on the CPU.
-        state : dict
-            The other fitted attributes, as JSON-serialisable values.
-        """
-        check_is_fitted(self, "flow_")
-        if self.extractor_ is None:
-            raise TypeError("a detector on precomputed features has no feature step to save; save the Pipeline.")
-        backbone, extractor_state = self.extractor_.get_fitted_state()
-        tensors = {**{f"flow.{k}": v for k, v in self.flow_.state_dict().items()},
-                   **{f"extractor.{k}": v for k, v in backbone.items()}}
-        segmenter = self.segmenter_
-        state = {
-            "extractor_": extractor_state, "latent_shapes_": self.latent_shapes_, "image_size_": self.image_size_,
-            "n_channels_": self.n_channels_, "offset_": self.offset_, "augmentation_": self.augmentation_,
-            "segmenter_": {"params": segmenter.get_params(), "null_": [list(m) for m in segmenter.null_],
-                           "map_level_": segmenter.map_level_},
-            "history_": self.history_,
-        }
-        return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, state
-
-    def set_fitted_state(self, tensors, state):
-        """Restore what :meth:`get_fitted_state` returned, on this
-        detector's ``device`` (the CPU where CUDA is absent).
-
-        Returns
-        -------
-        self : object
-        """
-        self._check_params()
-        self.device_ = resolve_device(self.device) if torch.cuda.is_available() else torch.device("cpu")
-        extractor = clone(make_feature_extractor(self.extractor))
-        self.extractor_ = extractor.set_fitted_state(_prefixed(tensors, "extractor."), state["extractor_"],
-                                                     self.device_)
-        self.feature_shapes_ = self.extractor_.feature_shapes_
-        self.latent_shapes_ = [tuple(s) for s in state["latent_shapes_"]]
-        self.image_size_ = tuple(state["image_size_"])
-        self.n_channels_ = int(state["n_channels_"])
-        self.offset_ = float(state["offset_"])
-        self.augmentation_ = str(state["augmentation_"])
-        segmenter = state["segmenter_"]
-        params = {**segmenter["params"], "latent_shapes": self.latent_shapes_,
-                  "output_size": tuple(segmenter["params"]["output_size"])}
-        self.segmenter_ = ACotrarioSegmenter(**params).restore_fit(
-            [NullModel(*map(float, m)) for m in segmenter["null_"]], float(segmenter["map_level_"]))
-        self.history_ = state["history_"]
-        flow = self._build_flow()
-        flow.load_state_dict(_prefixed(tensors, "flow."), strict=True)
-        self.flow_ = flow.to(self.device_).eval().requires_grad_(False)
-        return self
 
     # -------------------------------------------------------------- scoring
     def _batched(self, X, compute, dtype):
@@ -477,24 +374,27 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         outs = None
         with tqdm(total=len(raw), desc="scoring", unit="image",
                   disable=not self.verbose or len(raw) <= self.scoring_batch_size) as progress:
-            for start in range(0, len(raw), self.scoring_batch_size):
-                results = compute(self._latents_of(self._features(raw[start : start + self.scoring_batch_size])))
+            for batch in gen_batches(len(raw), self.scoring_batch_size):
+                results = compute(self._latents_of(self._features(raw[batch])))
                 results = results if several else (results,)
                 if outs is None:
                     outs = [np.empty((len(raw), *np.shape(r)[1:]), dtype=t)
                             for r, t in zip(results, dtype if several else (dtype,))]
                 for out, result in zip(outs, results):
-                    out[start : start + len(result)] = result
+                    out[batch] = result
                 progress.update(len(results[0]))
         return tuple(outs) if several else outs[0]
 
     @property
     def scoring_batch_size(self):
-        """Images scored together: enough to keep the CPU busy, few enough
-        that memory does not grow with the collection. Results depend on it in
-        the last bits (convolution kernels are chosen per batch size), so
+        """Images scored together: the larger of ``batch_size`` and 16.
+
+        Enough to keep the CPU busy, few enough that memory does not grow
+        with the collection. Results depend on it in the last bits
+        (convolution kernels are chosen per batch size), so
         ``batch.score_files`` and ``parallel.ImageParallelPostFit`` cut their
-        work at multiples of it to reproduce in-process results exactly."""
+        work at multiples of it to reproduce in-process results exactly.
+        """
         return max(self.batch_size, 16)
 
     @property
@@ -532,17 +432,16 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         if len(copies) == 1 and progress is None:
             return self.extractor_.extract(images)
         out = None
-        step = self.scoring_batch_size
         for k, symmetry in enumerate(copies):
-            for start in range(0, len(images), step):
-                chunk = images[start : start + step]
-                maps = self.extractor_.extract(apply_symmetry(chunk, symmetry) if k else chunk)
+            for chunk in gen_batches(len(images), self.scoring_batch_size):
+                maps = self.extractor_.extract(apply_symmetry(images[chunk], symmetry) if k else images[chunk])
                 if out is None:
                     out = [torch.empty((len(copies) * len(images), *m.shape[1:]), dtype=m.dtype) for m in maps]
+                rows = slice(k * len(images) + chunk.start, k * len(images) + chunk.stop)
                 for o, m in zip(out, maps):
-                    o[k * len(images) + start : k * len(images) + start + len(m)] = m
+                    o[rows] = m
                 if progress is not None:
-                    progress.update(len(chunk))
+                    progress.update(len(maps[0]))
         return out
 
     def _latents_of(self, features, flow=None):
@@ -567,20 +466,29 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
     def _log_nfa(self, latents, maps=None):
         return self.segmenter_.log_nfa_of_latents(latents, maps)
 
+    @fill_docstring(images=IMAGES)
     def latents(self, X):
-        """The flow's latents: a list of ``(n_images, C, H, W)`` tensors, finest first."""
+        """Map images to the flow's latents, scale by scale.
+
+        {images}
+
+        Returns
+        -------
+        latents : list of torch.Tensor of shape (n_images, C, H, W)
+            One float32 tensor per scale, finest first, of the shapes
+            ``latent_shapes_``; N(0, 1) under normality.
+        """
         check_is_fitted(self, "flow_")
         scales = self._batched(X, lambda z: tuple(t.cpu().numpy() for t in z), (np.float32,) * len(self.latent_shapes_))
         return [torch.from_numpy(z) for z in scales]
 
+    @fill_docstring(images=IMAGES)
     def anomaly_maps(self, X):
-        """Anomaly maps (the paper's equation 2) at the images' size,
-        smoothed by ``map_smoothing``.
+        """Compute the anomaly maps of the paper's equation 2, smoothed.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_images, H, W, C) or (n_images, H, W)
-            Images of the size seen in ``fit``.
+        The maps are at the images' size, filtered as ``map_smoothing`` says.
+
+        {images}
 
         Returns
         -------
@@ -589,13 +497,11 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         """
         return self._batched(X, self._map, np.float32)
 
+    @fill_docstring(images=IMAGES)
     def log_nfa_maps(self, X):
-        """log10 of the number of false alarms of the region at each pixel.
+        """Compute the log10 number of false alarms of the region at each pixel.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_images, H, W, C) or (n_images, H, W)
-            Images of the size seen in ``fit``.
+        {images}
 
         Returns
         -------
@@ -606,19 +512,21 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         """
         return self._batched(X, self._log_nfa, np.float64)
 
+    @fill_docstring(images=IMAGES)
     def maps_and_log_nfa(self, X):
-        """:meth:`anomaly_maps` and :meth:`log_nfa_maps` from one pass of the
-        backbone and the flow.
+        """Compute the anomaly maps and the log10 NFA maps in one pass.
 
-        Parameters
-        ----------
-        X : array-like of shape (n_images, H, W, C) or (n_images, H, W)
-            Images of the training images' size.
+        The backbone and the flow run once per image for both, as for
+        everything ``sklearn-uflow run`` writes.
+
+        {images}
 
         Returns
         -------
         maps : ndarray of shape (n_images, H, W), float32
+            :meth:`anomaly_maps`.
         log_nfa : ndarray of shape (n_images, H, W), float64
+            :meth:`log_nfa_maps`.
         """
         def both(latents):
             maps = self._map(latents)
@@ -629,60 +537,83 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
 
         return self._batched(X, both, (np.float32, np.float64))
 
+    @fill_docstring(images=IMAGES)
     def predict_masks(self, X):
-        """Segmentation masks: pixels whose region has ``NFA <= epsilon``.
+        """Segment the anomalies: the pixels whose region has ``NFA <= epsilon``.
+
+        Under normality about ``epsilon`` false regions per image are
+        expected, so no labelled defect sets the threshold.
+
+        {images}
 
         Returns
         -------
         masks : ndarray of shape (n_images, H, W), bool
+            True on the detected regions, at the images' size; their extent
+            is drawn by the segmenter's ``delineation``.
         """
         threshold = np.log10(self.epsilon)
         return self._batched(X, lambda z: self._log_nfa(z) <= threshold, bool)
 
+    @fill_docstring(images=IMAGES)
     def score_samples(self, X):
-        """Smallest log10 NFA of each image; higher means more normal.
+        """Score each image by the smallest log10 NFA of its regions.
+
+        The lower, the more anomalous: an image scoring at most
+        ``log10(epsilon)`` holds an epsilon-meaningful region. (The paper's
+        image score is the map's maximum, ``anomaly_maps(X).max(axis=(1, 2))``.)
+
+        {images}
 
         Returns
         -------
         scores : ndarray of shape (n_images,), float64
+            The smallest log10 NFA over each image; higher is more normal.
         """
         return self._batched(X, self._score, np.float64)
 
+    @fill_docstring(images=IMAGES)
     def decision_function(self, X):
-        """``score_samples(X) - offset_``: non-positive for outliers.
+        """Shift the scores by the fitted offset: non-positive for outliers.
+
+        {images}
 
         Returns
         -------
         decision : ndarray of shape (n_images,), float64
+            ``score_samples(X) - offset_``.
         """
         return self.score_samples(X) - self.offset_
 
+    @fill_docstring(images=IMAGES)
     def predict(self, X):
-        """+1 for normal images, -1 for anomalous ones.
+        """Predict whether each image is normal (+1) or anomalous (-1).
 
         With ``contamination="auto"`` an image is anomalous exactly when
         :meth:`predict_masks` detects a region in it.
 
+        {images}
+
         Returns
         -------
         labels : ndarray of shape (n_images,), int
+            +1 for normal images, -1 for anomalous ones.
         """
         return np.where(self.decision_function(X) <= 0, -1, 1)
 
     def __getstate__(self):
-        # FrEIA's blocks hold lambdas, which do not pickle: store the flow's
-        # weights (on the CPU) and rebuild the graph when loading.
+        # FrEIA's blocks hold lambdas, which do not pickle: store how the flow
+        # was built and its weights (on the CPU), and build it again when loading.
         state = super().__getstate__()
         if "flow_" in state:
-            state["flow_"] = {k: v.detach().cpu() for k, v in state["flow_"].state_dict().items()}
+            flow = state["flow_"]
+            state["flow_"] = (flow.build_options, {k: v.detach().cpu() for k, v in flow.state_dict().items()})
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        if isinstance(self.__dict__.get("flow_"), dict):
-            flow = self._build_flow()
-            flow.load_state_dict(self.flow_)
-            self.flow_ = flow.to(self.device_).eval().requires_grad_(False)
+        if isinstance(self.__dict__.get("flow_"), tuple):
+            self.flow_ = load_uflow(*self.flow_).to(self.device_).requires_grad_(False)
 
     def save(self, path):
         """Write the fitted detector to a safe model file (no pickle).
@@ -706,11 +637,11 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         save_detector(self, path)
 
     @classmethod
+    @fill_docstring(loading=LOADING)
     def load(cls, path):
         """Read a detector written by :meth:`save`.
 
-        Raises :class:`~sklearn_uflow.model_file.ModelFileError` (a
-        ``ValueError``) for a missing, truncated, corrupted or foreign file.
+        {loading}
         """
         from .model_file import load_detector
 

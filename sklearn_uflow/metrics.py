@@ -8,6 +8,8 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
+from ._docstrings import fill_docstring
+
 __all__ = [
     "pixel_roc_auc",
     "aupro",
@@ -110,9 +112,7 @@ def aupro(masks, maps, *, max_fpr=0.3):
     keep = fpr <= max_fpr
     fpr_cut, pro_cut = fpr[keep], pro[keep]
     if fpr_cut[-1] < max_fpr:  # close the curve at max_fpr by interpolation
-        j = np.searchsorted(fpr, max_fpr)
-        pro_at = pro[j - 1] + (pro[j] - pro[j - 1]) * (max_fpr - fpr[j - 1]) / (fpr[j] - fpr[j - 1])
-        fpr_cut, pro_cut = np.r_[fpr_cut, max_fpr], np.r_[pro_cut, pro_at]
+        fpr_cut, pro_cut = np.r_[fpr_cut, max_fpr], np.r_[pro_cut, np.interp(max_fpr, fpr, pro)]
     return float(np.trapezoid(pro_cut, fpr_cut) / max_fpr)
 
 
@@ -162,11 +162,44 @@ def mean_iou(masks, predicted, *, defective_only=False):
 
 
 def image_roc_auc(labels, scores):
-    """ROC AUC of image scores (higher = more anomalous) against labels (1 = defective)."""
+    """Compute the ROC AUC of image scores against image labels.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_images,) or (n_images, H, W)
+        1 for defective images, 0 for normal ones; or masks (an image is
+        defective when its mask is not empty).
+    scores : array-like of shape (n_images,)
+        Higher is more anomalous.
+
+    Returns
+    -------
+    auc : float
+        The area under the ROC curve, in [0, 1].
+    """
     labels = np.asarray(labels)
     if labels.ndim == 3:  # masks: an image is defective when its mask is not empty
         labels = labels.reshape(len(labels), -1).any(1)
     return float(roc_auc_score(np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)))
+
+
+# The scorers' first parameters; and, for those scored against masks, their
+# parameters and the return's type, which each scorer's next line describes.
+_SCORED = """
+Parameters
+----------
+estimator : UFlowDetector or Pipeline
+    A fitted detector, or a Pipeline ending with one.
+X : array-like of shape (n_images, H, W[, C])
+    Images.
+"""
+_SCORED_AGAINST_MASKS = _SCORED + """y : array-like of shape (n_images, H, W)
+    Their true masks.
+
+Returns
+-------
+score : float
+"""
 
 
 # Scorers: ``scorer(estimator, X, y)`` with ``y`` the masks of X (n, H, W);
@@ -180,21 +213,47 @@ def _call(estimator, method, X):
     raise TypeError(f"{type(estimator).__name__} has no {method}; score a UFlowDetector or a Pipeline ending with one.")
 
 
+@fill_docstring(scored=_SCORED_AGAINST_MASKS)
 def pixel_roc_auc_scorer(estimator, X, y):
-    """Pixel ROC AUC of ``estimator.anomaly_maps(X)`` against masks ``y``."""
+    """Score the anomaly maps by their pixel ROC AUC against the masks.
+
+    {scored}
+        The pixel ROC AUC of ``estimator.anomaly_maps(X)``; higher is better.
+    """
     return pixel_roc_auc(y, _call(estimator, "anomaly_maps", X))
 
 
+@fill_docstring(scored=_SCORED_AGAINST_MASKS)
 def aupro_scorer(estimator, X, y):
-    """AUPRO (FPR up to 0.3) of ``estimator.anomaly_maps(X)`` against masks ``y``."""
+    """Score the anomaly maps by their AUPRO (FPR up to 0.3) against the masks.
+
+    {scored}
+        The AUPRO of ``estimator.anomaly_maps(X)``; higher is better.
+    """
     return aupro(y, _call(estimator, "anomaly_maps", X))
 
 
+@fill_docstring(scored=_SCORED_AGAINST_MASKS)
 def mean_iou_scorer(estimator, X, y):
-    """Mean IoU of ``estimator.predict_masks(X)`` against masks ``y``."""
+    """Score the predicted masks by their mean IoU against the true ones.
+
+    {scored}
+        The mean IoU of ``estimator.predict_masks(X)``; higher is better.
+    """
     return mean_iou(y, _call(estimator, "predict_masks", X))
 
 
+@fill_docstring(scored=_SCORED)
 def image_roc_auc_scorer(estimator, X, y):
-    """Image ROC AUC of ``-estimator.score_samples(X)``; ``y``: masks or labels."""
+    """Score the images' scores by their ROC AUC against the labels.
+
+    {scored}
+    y : array-like of shape (n_images,) or (n_images, H, W)
+        Image labels (1 = defective), or the true masks.
+
+    Returns
+    -------
+    score : float
+        The ROC AUC of ``-estimator.score_samples(X)``; higher is better.
+    """
     return image_roc_auc(y, -estimator.score_samples(X))

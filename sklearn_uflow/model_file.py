@@ -6,6 +6,10 @@ and version, the library version, the detector's parameters and fitted
 attributes as JSON, and a SHA-256 checksum of the tensors. Loading reads the
 JSON with ``json.loads``, builds only the classes of this library it names,
 verifies the checksum and loads the tensors: nothing in the file is executed.
+What a fitted detector is made of, and how it is put together again, is
+written here and nowhere else; each part rebuilds itself from its stored
+state through its own public seam (:func:`~sklearn_uflow.flow.load_uflow`,
+the feature steps' ``set_fitted_state``, the segmenter's ``restore_fit``).
 """
 
 import hashlib
@@ -15,8 +19,13 @@ import os
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from sklearn.base import clone
+from sklearn.utils._param_validation import validate_parameter_constraints
+from sklearn.utils.validation import check_is_fitted
 
+from ._docstrings import LOADING, fill_docstring
 from ._files import atomic_path
+from ._torch_utils import resolve_device
 
 __all__ = ["save_detector", "load_detector", "ModelFileError", "FORMAT", "FORMAT_VERSION"]
 
@@ -26,7 +35,8 @@ FORMAT = "sklearn-uflow-detector"
 # 4: they may have positional weights (``positional_encoding``).
 # 5: the a contrario step is stored as the segmenter's fitted state.
 # 6: the augmentation the flow was fitted with, and the feature step's own fitted state.
-FORMAT_VERSION = 6
+# 7: the segmenter's parameter ``null`` is named ``nfa_null``, as the detector's.
+FORMAT_VERSION = 7
 
 
 class ModelFileError(ValueError):
@@ -54,11 +64,74 @@ def _extractor_config(extractor):
     return {"class": type(extractor).__name__, "params": params}
 
 
+def _prefixed(tensors, prefix):
+    """The tensors whose names start with ``prefix``, without it."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _fitted_state(detector):
+    """A fitted detector's tensors (the flow's and the backbone's weights, on
+    the CPU) and its other fitted attributes as JSON values."""
+    check_is_fitted(detector, "flow_")
+    if detector.extractor_ is None:
+        raise TypeError("a detector on precomputed features has no feature step to save; save the Pipeline.")
+    backbone, extractor_state = detector.extractor_.get_fitted_state()
+    tensors = {**{f"flow.{k}": v for k, v in detector.flow_.state_dict().items()},
+               **{f"extractor.{k}": v for k, v in backbone.items()}}
+    segmenter = detector.segmenter_
+    state = {
+        "extractor_": extractor_state, "flow_": detector.flow_.build_options,
+        "latent_shapes_": detector.latent_shapes_, "image_size_": detector.image_size_,
+        "n_channels_": detector.n_channels_, "offset_": detector.offset_, "augmentation_": detector.augmentation_,
+        "segmenter_": {"params": segmenter.get_params(), "null_": [list(m) for m in segmenter.null_],
+                       "map_level_": segmenter.map_level_},
+        "history_": detector.history_,
+    }
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, state
+
+
+def _restore(detector, tensors, state):
+    """Put a detector built from the file's parameters in the fitted state the
+    file holds, on its ``device`` (the CPU where CUDA is absent)."""
+    from .acontrario import ACotrarioSegmenter, NullModel
+    from .features import make_feature_extractor
+    from .flow import load_uflow
+
+    validate_parameter_constraints(detector._parameter_constraints, detector.get_params(deep=False),
+                                   caller_name=type(detector).__name__)
+    device = resolve_device(detector.device) if torch.cuda.is_available() else torch.device("cpu")
+    detector.device_ = device
+    extractor = clone(make_feature_extractor(detector.extractor))
+    detector.extractor_ = extractor.set_fitted_state(_prefixed(tensors, "extractor."), state["extractor_"], device)
+    detector.feature_shapes_ = detector.extractor_.feature_shapes_
+    detector.latent_shapes_ = [tuple(s) for s in state["latent_shapes_"]]
+    detector.image_size_ = tuple(state["image_size_"])
+    detector.n_channels_ = int(state["n_channels_"])
+    detector.offset_ = float(state["offset_"])
+    detector.augmentation_ = str(state["augmentation_"])
+    segmenter = state["segmenter_"]
+    params = {**segmenter["params"], "latent_shapes": detector.latent_shapes_,
+              "output_size": tuple(segmenter["params"]["output_size"])}
+    detector.segmenter_ = ACotrarioSegmenter(**params).restore_fit(
+        [NullModel(*map(float, m)) for m in segmenter["null_"]], float(segmenter["map_level_"]))
+    detector.history_ = state["history_"]
+    detector.flow_ = load_uflow(state["flow_"], _prefixed(tensors, "flow.")).to(device).requires_grad_(False)
+    return detector
+
+
 def save_detector(detector, path):
-    """Write a fitted :class:`~sklearn_uflow.UFlowDetector` to ``path``."""
+    """Write a fitted :class:`~sklearn_uflow.UFlowDetector` to ``path``.
+
+    Parameters
+    ----------
+    detector : UFlowDetector
+        A fitted detector with its own feature step.
+    path : str or path-like
+        The file to write, whole or not at all.
+    """
     from . import __version__
 
-    tensors, fitted = detector.get_fitted_state()
+    tensors, fitted = _fitted_state(detector)
     params = detector.get_params(deep=False)
     params["extractor"] = _extractor_config(detector.extractor_)
     params["device"] = detector.device if isinstance(detector.device, str) else str(detector.device)
@@ -76,14 +149,11 @@ def save_detector(detector, path):
         save_file(tensors, temporary, metadata=metadata)
 
 
+@fill_docstring(loading=LOADING)
 def load_detector(path):
     """Read a :class:`~sklearn_uflow.UFlowDetector` written by :func:`save_detector`.
 
-    Raises
-    ------
-    ModelFileError
-        If the file is missing, truncated, corrupted, of another format or
-        version, or names anything but this library's estimators.
+    {loading}
     """
     from . import UFlowDetector
     from .features import CNNFeatureTransformer, MSCaiTTransformer
@@ -117,7 +187,7 @@ def load_detector(path):
         # JSON turns tuples (the feature step's ``pooling``) into lists; turn them back.
         extractor_params = {k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()}
         detector = UFlowDetector(classes[config["class"]](**extractor_params), **params)
-        return detector.set_fitted_state(tensors, fitted)
+        return _restore(detector, tensors, fitted)
     except ModelFileError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

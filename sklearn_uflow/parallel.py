@@ -12,6 +12,8 @@ It needs the ``dask`` extra: ``pip install 'sklearn-uflow[dask]'``.
 import numpy as np
 from sklearn.utils._param_validation import HasMethods
 
+from ._docstrings import fill_docstring
+
 try:
     import dask
     import dask.array as da
@@ -28,6 +30,16 @@ def _detector(estimator):
 
 def _call(block, estimator, method):
     return getattr(estimator, method)(block)
+
+
+# The images the wrapper's methods take.
+_DASK_IMAGES = """
+Parameters
+----------
+X : dask.array.Array or array-like of shape (n_images, H, W[, C])
+    Images; a dask array is scored block by block along its first axis,
+    anything else in memory.
+"""
 
 
 class ImageParallelPostFit(ParallelPostFit):
@@ -74,7 +86,22 @@ class ImageParallelPostFit(ParallelPostFit):
         super().__init__(estimator=estimator, scoring=scoring)
 
     def fit(self, X, y=None, **kwargs):
-        """Fit the estimator in memory (see :class:`dask_ml.wrappers.ParallelPostFit`)."""
+        """Fit the estimator in memory (see :class:`dask_ml.wrappers.ParallelPostFit`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W[, C])
+            Training images, in memory.
+        y : array-like, default=None
+            Passed to the estimator's ``fit``.
+        **kwargs
+            Passed to the estimator's ``fit``.
+
+        Returns
+        -------
+        self : object
+            The fitted wrapper.
+        """
         self._validate_params()
         return super().fit(X, y, **kwargs)
 
@@ -111,26 +138,80 @@ class ImageParallelPostFit(ParallelPostFit):
             meta=np.empty((0,) * len(out_index), dtype=dtype),
         )
 
+    @fill_docstring(images=_DASK_IMAGES)
     def predict(self, X):
-        """+1 for normal images, -1 for anomalous ones (block-wise)."""
+        """Predict +1 for normal images and -1 for anomalous ones, block-wise.
+
+        {images}
+
+        Returns
+        -------
+        labels : dask.array.Array or ndarray of shape (n_images,)
+            The estimator's ``predict``.
+        """
         return self._blockwise("predict", X, np.int64, per_pixel=False)
 
+    @fill_docstring(images=_DASK_IMAGES)
     def score_samples(self, X):
-        """The estimator's ``score_samples``, block-wise."""
+        """Score the images with the estimator's ``score_samples``, block-wise.
+
+        {images}
+
+        Returns
+        -------
+        scores : dask.array.Array or ndarray of shape (n_images,)
+            The smallest log10 NFA of each image.
+        """
         return self._blockwise("score_samples", X, np.float64, per_pixel=False)
 
+    @fill_docstring(images=_DASK_IMAGES)
     def decision_function(self, X):
-        """The estimator's ``decision_function``, block-wise."""
+        """Compute the estimator's ``decision_function``, block-wise.
+
+        {images}
+
+        Returns
+        -------
+        decision : dask.array.Array or ndarray of shape (n_images,)
+            Non-positive for outliers.
+        """
         return self._blockwise("decision_function", X, np.float64, per_pixel=False)
 
+    @fill_docstring(images=_DASK_IMAGES)
     def anomaly_maps(self, X):
-        """The estimator's ``anomaly_maps``, block-wise: ``(n_images, H, W)``."""
+        """Compute the estimator's ``anomaly_maps``, block-wise.
+
+        {images}
+
+        Returns
+        -------
+        maps : dask.array.Array or ndarray of shape (n_images, H, W)
+            In [0, 1]; higher is more anomalous.
+        """
         return self._blockwise("anomaly_maps", X, np.float32, per_pixel=True)
 
+    @fill_docstring(images=_DASK_IMAGES)
     def log_nfa_maps(self, X):
-        """The estimator's ``log_nfa_maps``, block-wise: ``(n_images, H, W)``."""
+        """Compute the estimator's ``log_nfa_maps``, block-wise.
+
+        {images}
+
+        Returns
+        -------
+        log_nfa : dask.array.Array or ndarray of shape (n_images, H, W)
+            The log10 NFA of the region at each pixel.
+        """
         return self._blockwise("log_nfa_maps", X, np.float64, per_pixel=True)
 
+    @fill_docstring(images=_DASK_IMAGES)
     def predict_masks(self, X):
-        """The estimator's ``predict_masks``, block-wise: ``(n_images, H, W)``."""
+        """Segment the images with the estimator's ``predict_masks``, block-wise.
+
+        {images}
+
+        Returns
+        -------
+        masks : dask.array.Array or ndarray of shape (n_images, H, W)
+            The pixels of regions with NFA at most epsilon.
+        """
         return self._blockwise("predict_masks", X, bool, per_pixel=True)

@@ -11,7 +11,20 @@ _RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 
 
 
 def heatmap(values, vmin=0.0, vmax=1.0):
-    """Colour a 2-D map into an RGB uint8 image (dark = low, yellow = high)."""
+    """Colour a 2-D map into an RGB image: dark for low values, yellow for high.
+
+    Parameters
+    ----------
+    values : array-like of shape (H, W)
+        The map.
+    vmin, vmax : float, default=0.0, 1.0
+        The values coloured darkest and brightest; others are clipped.
+
+    Returns
+    -------
+    picture : ndarray of shape (H, W, 3), uint8
+        The coloured map.
+    """
     t = np.clip((np.asarray(values, np.float64) - vmin) / max(vmax - vmin, 1e-12), 0, 1) * (len(_RAMP) - 1)
     low = np.floor(t).astype(int).clip(0, len(_RAMP) - 2)
     frac = (t - low)[..., None]
@@ -24,17 +37,22 @@ def overlay(image, anomaly_map=None, mask=None, *, true_mask=None, alpha=0.45, v
     Parameters
     ----------
     image : ndarray of shape (H, W), (H, W, 1) or (H, W, 3)
-        uint8 or float in [0, 1].
+        The image, uint8 or float in [0, 1].
     anomaly_map : ndarray of shape (H, W), default=None
         Drawn as a heatmap with opacity ``alpha``.
     mask : ndarray of shape (H, W), bool, default=None
         Its contour is drawn in cyan.
     true_mask : ndarray of shape (H, W), bool, default=None
         The ground truth, its contour drawn in green (under the mask's).
+    alpha : float, default=0.45
+        Opacity of the heatmap.
+    vmin, vmax : float, default=0.0, 1.0
+        The map values coloured darkest and brightest (:func:`heatmap`).
 
     Returns
     -------
     picture : ndarray of shape (H, W, 3), uint8
+        The image with the heatmap and the contours.
 
     Examples
     --------
@@ -84,6 +102,7 @@ def plot_grid(images, anomaly_maps=None, masks=None, true_masks=None, *, n_colum
     Returns
     -------
     figure : matplotlib.figure.Figure
+        The figure, one column per image.
     """
     import matplotlib.pyplot as plt
 

@@ -40,6 +40,8 @@ def symmetries(augmentation, image_size):
     Returns
     -------
     symmetries : tuple of (int, bool)
+        ``(k, flip)`` pairs: ``k`` quarter turns counter-clockwise, then a
+        left-right flip if ``flip``.
     """
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)} or 'auto', got {augmentation!r}.")
@@ -51,7 +53,20 @@ def symmetries(augmentation, image_size):
 
 
 def apply_symmetry(images, symmetry):
-    """``images`` of shape ``(n, H, W, ...)`` turned and flipped by ``symmetry``.
+    """Turn and flip images by a symmetry of the frame.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, H, W, ...)
+        The images.
+    symmetry : (int, bool)
+        ``k`` quarter turns counter-clockwise, then a left-right flip if the
+        bool is true.
+
+    Returns
+    -------
+    turned : ndarray of shape (n, H, W, ...) or (n, W, H, ...)
+        A C-contiguous copy.
 
     Examples
     --------

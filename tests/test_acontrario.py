@@ -7,11 +7,10 @@ import pytest
 from scipy import ndimage, stats
 
 from sklearn_uflow import ACotrarioSegmenter
-from sklearn_uflow.scoring import smoothed_anomaly_maps
 from sklearn_uflow.acontrario import (
-    NullModel,
     POLYOMINO_ALPHA,
     POLYOMINO_BETA,
+    NullModel,
     component_tree,
     delineate,
     fit_null,
@@ -21,6 +20,7 @@ from sklearn_uflow.acontrario import (
     log_nfa_maps,
     significant_regions,
 )
+from sklearn_uflow.anomaly_map import smoothed_anomaly_maps
 
 LITE0_LATENTS = [(30, 64, 64), (30, 32, 32), (56, 16, 16)]
 
@@ -239,7 +239,7 @@ def test_masks_are_calibrated_on_pure_noise(shapes, size):
     N(0, 1) latents, number at most epsilon per image on average; latents
     scaled by 0.9 give none."""
     rng = np.random.default_rng(0)
-    seg = ACotrarioSegmenter(shapes, output_size=size, null="theory")
+    seg = ACotrarioSegmenter(shapes, output_size=size, nfa_null="theory")
     seg.fit_latents([rng.standard_normal((50, *s)).astype(np.float32) for s in shapes])
     regions = {1.0: [], 0.1: []}
     for _ in range(10):
@@ -325,7 +325,7 @@ def test_segmenter_rows_and_maps_agree_with_function():
     latents = [rng.standard_normal((3, *s)) for s in shapes]
     latents[0][1, :, 2:5, 2:5] += 3
     rows = np.concatenate([z.reshape(3, -1) for z in latents], axis=1)
-    seg = ACotrarioSegmenter(latent_shapes=shapes, output_size=(16, 16), null="theory", delineation="tree").fit(rows)
+    seg = ACotrarioSegmenter(latent_shapes=shapes, output_size=(16, 16), nfa_null="theory", delineation="tree").fit(rows)
     np.testing.assert_array_equal(seg.log_nfa_maps(rows), log_nfa_maps(latents, (16, 16)))
     trees = seg.log_nfa_maps(rows)
     seg.set_params(delineation="map")
@@ -383,7 +383,7 @@ def test_segmenter_fits_the_null_from_normal_rows():
     seg = ACotrarioSegmenter(latent_shapes=[(16, 32, 32)]).fit(normal)
     assert seg.null_[0].area > 5
     assert seg.map_level_ > 0
-    theory = ACotrarioSegmenter(latent_shapes=[(16, 32, 32)], null="theory").fit(normal)
+    theory = ACotrarioSegmenter(latent_shapes=[(16, 32, 32)], nfa_null="theory").fit(normal)
     assert theory.null_[0] == NullModel.theory(16)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from sklearn_uflow.acontrario import log_nfa_maps
-from sklearn_uflow.scoring import anomaly_map
+from sklearn_uflow.anomaly_map import anomaly_map
 
 SCRIPT = """
 import sys, numpy as np
@@ -15,12 +15,15 @@ from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
 from sklearn_uflow.datasets import make_defects
 X, y, _ = make_defects(n_samples=24, image_size=48, random_state=1)
 d = UFlowDetector(CNNFeatureTransformer(input_size=48), max_epochs=2, random_state=7, device="cpu").fit(X[y == 0])
+assert d.history_["n_splits"] == 5  # 12 images: cross-fitted
 np.savez(sys.argv[1], maps=d.anomaly_maps(X), nfa=d.log_nfa_maps(X), masks=d.predict_masks(X),
-         scores=d.score_samples(X))
+         scores=d.score_samples(X), weights=np.concatenate([w.numpy().ravel() for w in d.flow_.state_dict().values()]),
+         null=np.array(d.segmenter_.null_), level=d.segmenter_.map_level_, val_bpd=d.history_["val_bpd"])
 """
 
 
 def test_same_seed_is_bit_identical_across_processes(tmp_path):
+    """Two fits with one random_state, in two processes: the same flow, null, losses and outputs to the bit."""
     outputs = []
     for k in range(2):
         path = tmp_path / f"run{k}.npz"
@@ -28,7 +31,7 @@ def test_same_seed_is_bit_identical_across_processes(tmp_path):
                                 timeout=600)
         assert result.returncode == 0, result.stderr
         outputs.append(np.load(path))
-    for key in ("maps", "nfa", "masks", "scores"):
+    for key in ("weights", "null", "level", "val_bpd", "maps", "nfa", "masks", "scores"):
         np.testing.assert_array_equal(outputs[0][key], outputs[1][key])
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sklearn_uflow.scoring import smooth_maps
+from sklearn_uflow.anomaly_map import smooth_maps
 
 
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 3.7, 12.0, (2.0, 0.5)])

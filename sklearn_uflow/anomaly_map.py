@@ -38,7 +38,7 @@ def anomaly_map(latents, size):
     Examples
     --------
     >>> import torch
-    >>> from sklearn_uflow.scoring import anomaly_map
+    >>> from sklearn_uflow.anomaly_map import anomaly_map
     >>> anomaly_map([torch.zeros(1, 4, 2, 2)], (4, 4)).max().item()
     0.0
     """
@@ -68,7 +68,7 @@ def smoothing_sigma(map_smoothing, size, finest_cells):
 
     Examples
     --------
-    >>> from sklearn_uflow.scoring import smoothing_sigma
+    >>> from sklearn_uflow.anomaly_map import smoothing_sigma
     >>> smoothing_sigma("auto", (256, 128), (64, 32)), smoothing_sigma(2.0, (256, 128), (64, 32))
     ([4.0, 2.0], [8.0, 8.0])
     """
@@ -97,7 +97,7 @@ def smooth_maps(maps, sigma):
     Examples
     --------
     >>> import numpy as np
-    >>> from sklearn_uflow.scoring import smooth_maps
+    >>> from sklearn_uflow.anomaly_map import smooth_maps
     >>> spike = np.zeros((1, 9, 9))
     >>> spike[0, 4, 4] = 1.0
     >>> round(float(smooth_maps(spike, 1.0).sum()), 4)  # the filter keeps the mass
@@ -106,8 +106,8 @@ def smooth_maps(maps, sigma):
     sigma_rows, sigma_cols = np.broadcast_to(np.asarray(sigma, dtype=float), 2)
     if max(sigma_rows, sigma_cols) <= 0:
         return maps
-    # scipy's separable filter runs 3x faster on the CPU than torch's conv2d
-    # with a one-channel kernel, and the maps are on the CPU by now.
+    # scipy's separable filter, not torch's conv2d with a one-channel kernel:
+    # the maps are on the CPU by now, where it is the faster.
     return gaussian_filter(maps, (0, sigma_rows, sigma_cols), mode="nearest", truncate=4.0)
 
 
@@ -126,6 +126,7 @@ def smoothed_anomaly_maps(latents, size, map_smoothing="auto"):
     Returns
     -------
     maps : ndarray of shape (n, H, W), float32
+        In [0, 1]; higher is more anomalous.
     """
     latents = [torch.as_tensor(z) for z in latents]
     maps = anomaly_map(latents, size).cpu().numpy()
