@@ -37,6 +37,7 @@ PAGES = {
     "bench_seeds": "accuracy",
     "full_fits": "development", "few_shot": "development", "any_pose": "development", "aspect": "development",
     "letterbox": "development", "held_out_few": "development", "held_out_full": "development",
+    "any_pose_symmetry": "development",
     "bench_features": "speed", "bench_flow_step": "speed", "bench_segmentation": "speed", "bench_memory": "speed",
     "bench_report": "speed",
     "bench_gpu": "scaling", "bench_distributed": "scaling", "bench_determinism": "scaling",

@@ -159,7 +159,7 @@ def resize_image(image, image_size):
 
     Returns
     -------
-    resized : ndarray of shape image_size or (*image_size, 3), uint8
+    resized : ndarray of shape (H, W) or (H, W, 3), uint8
         ``image`` itself when it has that size already.
     """
     from PIL import Image
