@@ -272,9 +272,9 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         splits = self._splits(len(images), rng)
         self.device_ = resolve_device(self.device)
         self._fit_feature_step(images)
-        held_out = self._fit_flow(images, splits, seed_from(rng))
+        held_out, features = self._fit_flow(images, splits, seed_from(rng))
         self.segmenter_ = self._fit_segmenter(held_out)
-        self.offset_ = self._fit_offset(images)
+        self.offset_ = self._fit_offset([f[: len(images)] for f in features])
         return self
 
     def _n_folds(self, n_images):
@@ -325,7 +325,8 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
     def _fit_flow(self, images, splits, seed):
         """Train the flow (:func:`~sklearn_uflow.training.fit_flow`); sets
         ``flow_``, ``augmentation_`` and ``history_`` and returns the held-out
-        latents that the segmenter learns normality from."""
+        latents that the segmenter learns normality from, and the features
+        extracted (copy-major, the images as they are first)."""
         candidate = self._augmentation_candidate(sum(len(val) for _, val in splits))
         turns = symmetries(candidate, self.image_size_)
         # Once per fit, since the backbone is frozen; with the copies when they are asked for.
@@ -342,7 +343,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
             )
         self.flow_, self.augmentation_, self.history_ = fitted.flow.requires_grad_(False), fitted.augmentation, \
             fitted.history
-        return self._latents_of_rows(fitted.features, *zip(*fitted.judged))
+        return self._latents_of_rows(fitted.features, *zip(*fitted.judged)), fitted.features
 
     def _fit_segmenter(self, held_out):
         """The a contrario step, which learns normality from latents of images their flow was not trained on."""
@@ -351,11 +352,14 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
             map_smoothing=self.map_smoothing, n_jobs=self.n_jobs,
         ).fit_latents(held_out)
 
-    def _fit_offset(self, images):
-        """``contamination="auto"``: the decision at epsilon; a share: that quantile of the training scores."""
+    def _fit_offset(self, features):
+        """``contamination="auto"``: the decision at epsilon; a share: that quantile of the training images'
+        scores, from their ``features`` extracted for training."""
         if self.contamination == "auto":
             return float(np.log10(self.epsilon))
-        return float(np.percentile(self.score_samples(images), 100.0 * self.contamination))
+        scores = [self._score(self._latents_of([f[batch] for f in features]))
+                  for batch in gen_batches(len(features[0]), self.scoring_batch_size)]
+        return float(np.percentile(np.concatenate(scores), 100.0 * self.contamination))
 
     def _progress(self, total, stage, unit):
         """A progress bar for one stage of the work, shown when ``verbose``."""
