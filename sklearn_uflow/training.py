@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-__all__ = ["FlowFit", "FlowTraining", "HeldOutFit", "TrainingDivergedError", "copies_excess_bpd", "copy_rows",
-           "fit_flow", "fit_held_out", "negative_log_likelihood", "per_image_nll", "symmetry_p_value"]
+__all__ = ["FlowFit", "FlowTraining", "HeldOutFit", "TrainingDivergedError", "bits_per_dim", "copies_excess_bpd",
+           "copy_rows", "fit_flow", "fit_held_out", "negative_log_likelihood", "per_image_nll", "symmetry_p_value"]
 
 #: ``fit_flow(augmentation="auto")``: the one-sided level at which the held-out
 #: images' copies count as less likely than the images, and are not learnt from.
@@ -56,7 +56,20 @@ def negative_log_likelihood(latents, log_det):
 
 
 def bits_per_dim(nll, n_dims):
-    """A negative log-likelihood per image in bits per dimension (the constant put back)."""
+    """Convert a negative log-likelihood per image to bits per dimension.
+
+    Parameters
+    ----------
+    nll : float or ndarray
+        :func:`negative_log_likelihood` of an image, or a mean of them.
+    n_dims : int
+        Dimensions per image (features of every scale).
+
+    Returns
+    -------
+    bpd : float or ndarray
+        The loss per dimension with the Gaussian's constant put back, in bits.
+    """
     return (nll / n_dims + 0.5 * math.log(2 * math.pi)) / math.log(2)
 
 
