@@ -109,7 +109,7 @@ def letterbox(data, root):
 def evaluate(setting, train, data, seed):
     """Fit one setting and score the test images: figures, fit time, and what the fit chose."""
     from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
-    from sklearn_uflow.metrics import aupro, image_roc_auc, pixel_roc_auc
+    from sklearn_uflow.metrics import aupro, image_roc_auc, mean_iou, pixel_roc_auc
 
     start = time.perf_counter()
     detected = np.full(len(data.test_images), np.nan)
@@ -134,6 +134,10 @@ def evaluate(setting, train, data, seed):
         chosen = detector.augmentation_
         history = detector.history_
         held_out_bpd = min(history["val_bpd"], default=np.nan)
+        curve = detector.segmenter_.false_alarm_curve_
+        if curve is not None:  # the false alarms measured on the held-out images
+            print("  held-out images flagged at epsilon", dict(zip(curve["epsilon"].round(3).tolist(),
+                                                                  curve["images_flagged"].round(3).tolist())))
         print("  fit:", {k: v if isinstance(v, (int, str)) else float(f"{v:.3g}") for k, v in history.items()
                          if not isinstance(v, (list, dict))}, flush=True)
     if "boxes" in data:  # letterboxed: each map cropped to its image and scored on the squashed image's grid
@@ -142,9 +146,16 @@ def evaluate(setting, train, data, seed):
                                for m, box in zip(maps, data.boxes)])
     masks = data.test_masks.astype(bool)
     good = data.test_labels == 0
+    # Where a miss comes from: a threshold just below every good image would find it (the test's limit), or
+    # no threshold would (the map's limit).
+    reachable = scores[~good] < scores[good].min()
     return {"pixel AUROC": 100 * pixel_roc_auc(masks, maps), "AUPRO": 100 * aupro(masks, maps),
             "image AUROC": 100 * image_roc_auc(data.test_labels, -scores),
             "good detected %": 100 * np.mean(detected[good]), "defective missed %": 100 * (1 - np.mean(detected[~good])),
+            "missed, test's limit %": 100 * np.mean(~detected[~good] & reachable),
+            "missed, map's limit %": 100 * np.mean(~detected[~good] & ~reachable),
+            "defective mIoU": mean_iou(masks[~good], log_nfa[~good] <= np.log10(detector.epsilon))
+            if setting != "patchcore" else np.nan,
             "held-out bpd": held_out_bpd, "fit s/image": fit_seconds / len(train), "scoring ms/image": score_ms,
             "chosen": chosen}
 
@@ -207,8 +218,9 @@ def main():
                                              for k, v in figures.items()}, flush=True)
 
     category_0 = args.categories[0]
-    metrics = ("pixel AUROC", "AUPRO", "image AUROC", "good detected %", "defective missed %", "held-out bpd",
-               "fit s/image", "scoring ms/image")
+    metrics = ("pixel AUROC", "AUPRO", "image AUROC", "good detected %", "defective missed %",
+               "missed, test's limit %", "missed, map's limit %", "defective mIoU", "held-out bpd", "fit s/image",
+               "scoring ms/image")
     rows = []
     for category in [*args.categories, "pooled"]:
         for name in names:

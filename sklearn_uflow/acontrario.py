@@ -10,7 +10,10 @@ to its most significant regions (the paper's procedures 1 and 2) and each
 region's number of false alarms is ``NFA = N_T * PFA``, where ``N_T`` counts
 the connected regions of its size that could have been tested (polyominoes). A region
 with ``NFA <= epsilon`` is detected: under normality, at most ``epsilon`` false
-regions per image are expected.
+regions per image are expected. A flow's latents are near that model, not on
+it, so the segmenter calibrates the NFA on held-out normal images
+(:mod:`sklearn_uflow.calibration`): then a normal image holds a detection with
+probability at most ``epsilon``, as measured rather than assumed.
 
 The tree reduction is vectorised: see :func:`significant_regions` for how the
 iterated prune-and-merge procedures reduce to range queries over a depth-first
@@ -24,7 +27,8 @@ import numpy as np
 import torch
 from joblib import Parallel, delayed
 from scipy import ndimage, special
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.model_selection import KFold
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -32,6 +36,7 @@ from ._component_tree import RangeMin, component_tree
 from ._docstrings import ROWS, fill_docstring
 from ._images import resize_maps, split_features
 from .anomaly_map import smoothed_anomaly_maps
+from .calibration import ConformalCalibration, conformal_calibration, false_alarm_curve
 
 __all__ = [
     "ACotrarioSegmenter",
@@ -52,6 +57,12 @@ POLYOMINO_ALPHA = 0.316915
 POLYOMINO_BETA = 4.062570
 
 _LN10 = np.log(10.0)
+
+#: calibration="held_out": the images given to ``fit`` are scored in this many
+#: groups, each by a null fitted on the others.
+CALIBRATION_FOLDS = 5
+#: The default NFA threshold (see the user guide, "Choosing epsilon").
+DEFAULT_EPSILON = 0.05
 
 
 def _log_chi2_sf_continued_fraction(x, df, n_terms=300):
@@ -542,7 +553,9 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
     follow the law measured on the latents given to ``fit``
     (``nfa_null="empirical"``). Regions whose number of false alarms (NFA) is
     at most ``epsilon`` are detected: under normality, at most ``epsilon``
-    false regions per image are expected, whatever the image.
+    false regions per image are expected, whatever the image; calibrated on
+    the latents given to ``fit`` (the default), a normal image holds a
+    detection with probability at most ``epsilon``.
 
     Input rows are latents flattened scale by scale (channel-major), as
     produced by :func:`sklearn_uflow.features.flatten_maps`; output rows are
@@ -555,9 +568,11 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         Shapes of the scales in a row, finest first. ``None`` reads a row of
         ``d`` values as one scale of shape ``(1, 1, d)``: a 1-D signal of
         N(0, 1) values.
-    epsilon : float, default=1.0
-        Detection threshold on the NFA, > 0: the expected number of false
-        regions per image under normality. Smaller is stricter.
+    epsilon : float, default=0.05
+        Detection threshold on the NFA, > 0. Calibrated, the largest
+        probability that a normal image holds a detection; with
+        ``calibration="none"``, the expected number of false regions per
+        image under the null law. Smaller is stricter.
     output_size : tuple of int, default=None
         ``(H, W)`` of the output maps; default the finest scale's size.
     nfa_null : {"empirical", "theory"}, default="empirical"
@@ -577,6 +592,15 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         Width of the Gaussian filter of the anomaly map used by
         ``delineation="map"``: ``"auto"`` is 1/64 of the output's side, a
         float is in cells of the finest latent grid, >= 0.
+    calibration : {"held_out", "none"}, default="held_out"
+        How the NFA's false alarms are bounded. ``"held_out"``: measured on
+        the images given to ``fit``, each scored by a null fitted on the
+        others, and every log10 NFA mapped by the conformal calibration
+        (:func:`~sklearn_uflow.calibration.conformal_calibration`) under
+        which a new normal image holds a region with ``NFA <= epsilon``
+        with probability at most ``epsilon``, for ``epsilon`` down to
+        ``1 / (n + 1)`` with ``n`` images. ``"none"``: the null model's
+        bound alone, as in the paper.
     n_jobs : int, default=None
         Images whose component trees are computed in parallel by joblib.
 
@@ -589,6 +613,18 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
     map_level_ : float
         What the anomaly map of a normal image reaches: the median over the
         images given to ``fit`` of their map's maximum.
+    calibration_ : ConformalCalibration
+        The monotone map applied to every log10 NFA
+        (:func:`~sklearn_uflow.calibration.conformal_calibration`); the
+        identity with ``calibration="none"`` (or a single image given to
+        ``fit``).
+    held_out_scores_ : ndarray of shape (n_samples,) or None
+        With ``calibration="held_out"``: the smallest calibrated log10 NFA
+        of each image given to ``fit``, from a null fitted without it.
+    false_alarm_curve_ : dict or None
+        With ``calibration="held_out"``: the false alarms measured on those
+        images at each of :data:`~sklearn_uflow.calibration.EPSILONS`
+        (:func:`~sklearn_uflow.calibration.false_alarm_curve`).
     output_size_ : tuple of int
         ``(H, W)`` of the output maps.
     log_nfa_ceiling_ : float
@@ -621,17 +657,19 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         "nfa_null": [StrOptions({"empirical", "theory"})],
         "delineation": [StrOptions({"map", "tree"})],
         "map_smoothing": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="left")],
+        "calibration": [StrOptions({"held_out", "none"})],
         "n_jobs": [numbers.Integral, None],
     }
 
-    def __init__(self, latent_shapes=None, *, epsilon=1.0, output_size=None, nfa_null="empirical", delineation="map",
-                 map_smoothing="auto", n_jobs=None):
+    def __init__(self, latent_shapes=None, *, epsilon=DEFAULT_EPSILON, output_size=None, nfa_null="empirical",
+                 delineation="map", map_smoothing="auto", calibration="held_out", n_jobs=None):
         self.latent_shapes = latent_shapes
         self.epsilon = epsilon
         self.output_size = output_size
         self.nfa_null = nfa_null
         self.delineation = delineation
         self.map_smoothing = map_smoothing
+        self.calibration = calibration
         self.n_jobs = n_jobs
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -683,9 +721,30 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         self._set_fitted(shapes, null, map_level=None)
         peaks = smoothed_anomaly_maps(latents, self.output_size_, self.map_smoothing).max(axis=(1, 2))
         self.map_level_ = float(np.median(peaks))
+        self.held_out_scores_ = self.false_alarm_curve_ = None
+        if self.calibration == "held_out" and len(latents[0]) > 1:
+            held_out = self._cross_fitted_log_nfa(latents)
+            calibration = conformal_calibration(held_out.min(axis=(1, 2)), self.log_nfa_ceiling_)
+            self._set_fitted(shapes, null, self.map_level_, calibration)
+            held_out = calibration(held_out)
+            self.held_out_scores_ = held_out.min(axis=(1, 2))
+            self.false_alarm_curve_ = false_alarm_curve(held_out)
         return self
 
-    def restore_fit(self, null, map_level):
+    def _cross_fitted_log_nfa(self, latents):
+        """The uncalibrated log10 NFA maps of the images of ``latents``, each
+        from a null (and map level) fitted on the other groups of images: a
+        null fitted on an image itself would find it more normal than a new
+        one, and the calibration would promise too much."""
+        judge = clone(self).set_params(calibration="none")
+        n_images = len(latents[0])
+        out = np.empty((n_images, *self.output_size_))
+        for train, test in KFold(min(CALIBRATION_FOLDS, n_images)).split(np.arange(n_images)):
+            judge._fit([z[train] for z in latents])
+            out[test] = judge.log_nfa_of_latents([z[test] for z in latents])
+        return out
+
+    def restore_fit(self, null, map_level, calibration=None):
         """Set the state that ``fit`` learns from stored values (a model file's).
 
         Parameters
@@ -694,6 +753,8 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
             The fitted ``null_``.
         map_level : float
             The fitted ``map_level_``.
+        calibration : ConformalCalibration, default=None
+            The fitted ``calibration_``; None for none.
 
         Returns
         -------
@@ -702,15 +763,18 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         """
         if self.latent_shapes is None:
             raise ValueError("restore_fit needs latent_shapes.")
-        return self._set_fitted([tuple(int(v) for v in s) for s in self.latent_shapes], list(null), map_level)
+        self.held_out_scores_ = self.false_alarm_curve_ = None
+        return self._set_fitted([tuple(int(v) for v in s) for s in self.latent_shapes], list(null), map_level,
+                                calibration)
 
-    def _set_fitted(self, shapes, null, map_level):
+    def _set_fitted(self, shapes, null, map_level, calibration=None):
         self.latent_shapes_ = shapes
         self.n_features_in_ = sum(int(np.prod(s)) for s in shapes)
         self.output_size_ = tuple(int(v) for v in (self.output_size or shapes[0][1:]))
         self.null_ = null
         self.map_level_ = map_level
         self.log_nfa_ceiling_ = log10_nfa_ceiling([h * w for _, h, w in shapes])
+        self.calibration_ = calibration or ConformalCalibration.identity()
         return self
 
     def log_nfa_of_latents(self, latents, anomaly_maps=None):
@@ -736,11 +800,11 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         if _shapes_of(latents) != self.latent_shapes_:
             raise ValueError(f"latents of shapes {_shapes_of(latents)} do not match the fitted {self.latent_shapes_}.")
         log_nfa = log_nfa_maps(latents, self.output_size_, self.n_jobs, self.null_)
-        if self.delineation == "tree":
-            return log_nfa
-        if anomaly_maps is None:
-            anomaly_maps = smoothed_anomaly_maps(latents, self.output_size_, self.map_smoothing)
-        return delineate(log_nfa, anomaly_maps, self.map_level_, self.log_nfa_ceiling_)
+        if self.delineation == "map":
+            if anomaly_maps is None:
+                anomaly_maps = smoothed_anomaly_maps(latents, self.output_size_, self.map_smoothing)
+            log_nfa = delineate(log_nfa, anomaly_maps, self.map_level_, self.log_nfa_ceiling_)
+        return self.calibration_(log_nfa)
 
     @fill_docstring(rows=ROWS)
     def log_nfa_maps(self, X):

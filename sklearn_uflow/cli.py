@@ -65,6 +65,15 @@ def _image_files(paths):
     return files
 
 
+def _epsilon(detector, args):
+    """The threshold: ``--epsilon`` when given, else the model's."""
+    if args.epsilon is None:
+        return detector.epsilon
+    if not 0 < args.epsilon < float("inf"):
+        raise CommandError(f"--epsilon must be a number above 0, got {args.epsilon}")
+    return args.epsilon
+
+
 def _size(values, option):
     """SIDE, H W or auto."""
     if values == ["auto"]:
@@ -104,8 +113,9 @@ def _fit(train, args):
     training = {name: getattr(args, name)
                 for name in ("positional_encoding", "augmentation", "max_epochs", "batch_size", "learning_rate")
                 if getattr(args, name) is not None}
-    detector = UFlowDetector(_make_extractor(args), image_context=not args.no_image_context, epsilon=args.epsilon,
-                             device=args.device, random_state=args.seed, verbose=int(not args.quiet), **training)
+    training |= {"epsilon": args.epsilon} if args.epsilon is not None else {}
+    detector = UFlowDetector(_make_extractor(args), image_context=not args.no_image_context, device=args.device,
+                             random_state=args.seed, verbose=int(not args.quiet), **training)
     start = time.perf_counter()
     detector.fit(train)
     history = detector.history_
@@ -213,7 +223,7 @@ def cmd_predict(args):
     out = _check_output_dir(args)
     detector = _load(args.model)
     files = _image_files(args.images)
-    epsilon = args.epsilon or detector.epsilon
+    epsilon = _epsilon(detector, args)
     start = time.perf_counter()
     rows = score_files(detector, files, out, epsilon=epsilon, scheduler=args.scheduler,
                        files_per_task=args.files_per_task, overwrite=args.overwrite, verbose=int(not args.quiet))
@@ -237,7 +247,7 @@ def cmd_evaluate(args):
                                color="gray" if detector.n_channels_ == 1 else "rgb")
     if data.test_images is None:
         raise CommandError(f"{args.dataset_dir} has no test images")
-    epsilon = args.epsilon or detector.epsilon
+    epsilon = _epsilon(detector, args)
     if out is None:
         maps, log_nfa = detector.maps_and_log_nfa(data.test_images)
         _metric_table(maps, log_nfa, data.test_masks, data.test_labels, epsilon)
@@ -273,9 +283,9 @@ def cmd_run(args):
     out = _prepare_output_dir(args)
     detector.save(out / "model.uflow")
     if test is not None:
-        rows, maps, log_nfa = _write_predictions(detector, test, names, out, args.epsilon, test_masks)
-        metrics = _metric_table(maps, log_nfa, test_masks, labels, args.epsilon)
-        _write_report(args, rows, out, detector, args.epsilon, metrics)
+        rows, maps, log_nfa = _write_predictions(detector, test, names, out, detector.epsilon, test_masks)
+        metrics = _metric_table(maps, log_nfa, test_masks, labels, detector.epsilon)
+        _write_report(args, rows, out, detector, detector.epsilon, metrics)
 
 
 def _training_options(parser):
@@ -303,8 +313,9 @@ def _training_options(parser):
         parser.add_argument(option, type=kind, help="default: UFlowDetector's")
     parser.add_argument("--augmentation", choices=("auto", "none", "flips", "quarter_turns", "eight"),
                         help="also fit on turned copies of the training images (default: UFlowDetector's)")
-    parser.add_argument("--epsilon", type=float, default=1.0,
-                        help="NFA threshold: expected false regions per normal image (default 1)")
+    parser.add_argument("--epsilon", type=float, default=None,
+                        help="NFA threshold: the largest share of normal images with a detection, measured on "
+                             "held-out images (default: UFlowDetector's, 0.05)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ._docstrings import IMAGES, LOADING, fill_docstring
 from ._images import as_image_array, check_images, split_features
 from ._torch_utils import TorchStateMixin, resolve_device, seed_from
-from .acontrario import ACotrarioSegmenter
+from .acontrario import DEFAULT_EPSILON, ACotrarioSegmenter
 from .anomaly_map import smoothed_anomaly_maps
 from .features import CNN_PRESETS, BaseFeatureExtractor, make_feature_extractor
 from .flow import build_uflow, latent_shapes, load_uflow
@@ -88,11 +88,12 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         (0: the paper's map); ``"auto"``: 1/64 of the image's side.
     augmentation : {"auto", "none", "flips", "quarter_turns", "eight"}, default="auto"
         Also fit on flipped or turned copies of the training images, for
-        parts whose pose varies; an epoch then passes over every copy.
-        ``"auto"``: the copies (``"eight"``, or ``"flips"`` on an oblong
-        frame) when the flows fitted without them find the held-out images'
-        copies as likely as the images (a paired one-sided t-test does not
-        find them less likely at the 1 % level), none otherwise.
+        parts whose pose varies or sets too small to show every variation;
+        an epoch then takes each image once, as a copy drawn at random.
+        ``"auto"``: the folds' flows are fitted with the copies
+        (``"eight"``, or ``"flips"`` on an oblong frame) and without, and
+        the copies are kept when they make the held-out images, as they
+        are, more likely.
     cv : "auto", int or None, default="auto"
         Which images the flow is judged on (early stopping, augmentation,
         the null of the NFA, the masks' level). An int K >= 2: K folds,
@@ -120,13 +121,22 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
     contamination : "auto" or float, default="auto"
         ``"auto"``: an image is an outlier when it has an epsilon-meaningful
         region. A float in (0, 0.5]: the share of training outliers.
-    epsilon : float, default=1.0
-        The NFA threshold, > 0: the expected number of false regions per
-        normal image (1: about one per image; 0.01: one per hundred). It
-        sets the masks and, with ``contamination="auto"``, the decision.
+    epsilon : float, default=0.05
+        The NFA threshold, > 0. Calibrated, the largest probability that a
+        normal image holds a detection (0.05: one in twenty at most; 0.01:
+        one in a hundred); with ``calibration="none"``, the expected number
+        of false regions per normal image under the null law. It sets the
+        masks and, with ``contamination="auto"``, the decision.
     nfa_null : {"empirical", "theory"}, default="empirical"
         The null law of the NFA: measured on held-out images, or the paper's
         i.i.d. N(0, 1).
+    calibration : {"held_out", "none"}, default="held_out"
+        ``"held_out"``: the NFA is mapped so that, measured on the held-out
+        images, a normal image holds a region with ``NFA <= epsilon`` with
+        probability at most ``epsilon`` (a conformal bound, for ``epsilon``
+        down to one over the number of held-out images plus one).
+        ``"none"``: the null law's bound alone, the paper's. Without
+        held-out images there is nothing to calibrate on: ``"none"``.
     device : str or torch.device, default="auto"
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     random_state : int, RandomState instance or None, default=None
@@ -194,6 +204,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         "contamination": [StrOptions({"auto"}), Interval(numbers.Real, 0, 0.5, closed="right")],
         "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
         "nfa_null": [StrOptions({"empirical", "theory"})],
+        "calibration": [StrOptions({"held_out", "none"})],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -204,8 +215,9 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
                  affine_clamp=2.0, image_context=True, positional_encoding=4, map_smoothing="auto",
                  augmentation="auto", cv="auto", max_epochs=25,
                  batch_size=4, learning_rate=1e-2, weight_decay=0.01, validation_fraction=0.1,
-                 n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=1.0, nfa_null="empirical",
-                 device="auto", random_state=None, verbose=0, n_jobs=None):
+                 n_iter_no_change=5, tol=1e-4, contamination="auto", epsilon=DEFAULT_EPSILON,
+                 nfa_null="empirical", calibration="held_out", device="auto", random_state=None, verbose=0,
+                 n_jobs=None):
         self.extractor = extractor
         self.feature_shapes = feature_shapes
         self.image_size = image_size
@@ -226,6 +238,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         self.contamination = contamination
         self.epsilon = epsilon
         self.nfa_null = nfa_null
+        self.calibration = calibration
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -273,7 +286,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         self._fit_feature_step(images)
         held_out, features = self._fit_flow(images, splits, seed_from(rng))
-        self.segmenter_ = self._fit_segmenter(held_out)
+        self.segmenter_ = self._fit_segmenter(held_out, calibrated=any(len(val) for _, val in splits))
         self.offset_ = self._fit_offset([f[: len(images)] for f in features])
         return self
 
@@ -338,18 +351,20 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
                 partial(self._build_flow, seed), features, splits, augmentation=self.augmentation,
                 candidate=candidate, turned=lambda index: self._features(images[index], turns), n_turns=len(turns),
                 max_epochs=self.max_epochs, n_iter_no_change=self.n_iter_no_change, tol=self.tol,
-                evaluation_batch_size=self.scoring_batch_size, progress=progress, batch_size=self.batch_size,
+                progress=progress, batch_size=self.batch_size,
                 learning_rate=self.learning_rate, weight_decay=self.weight_decay, device=self.device_, seed=seed,
             )
         self.flow_, self.augmentation_, self.history_ = fitted.flow.requires_grad_(False), fitted.augmentation, \
             fitted.history
         return self._latents_of_rows(fitted.features, *zip(*fitted.judged)), fitted.features
 
-    def _fit_segmenter(self, held_out):
-        """The a contrario step, which learns normality from latents of images their flow was not trained on."""
+    def _fit_segmenter(self, held_out, calibrated):
+        """The a contrario step, which learns normality from latents of images their flow was not trained on
+        (``calibrated``: there are such images to measure its false alarms on)."""
         return ACotrarioSegmenter(
             self.latent_shapes_, epsilon=self.epsilon, output_size=self.image_size_, nfa_null=self.nfa_null,
-            map_smoothing=self.map_smoothing, n_jobs=self.n_jobs,
+            map_smoothing=self.map_smoothing, calibration=self.calibration if calibrated else "none",
+            n_jobs=self.n_jobs,
         ).fit_latents(held_out)
 
     def _fit_offset(self, features):

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -36,7 +37,8 @@ FORMAT = "sklearn-uflow-detector"
 # 5: the a contrario step is stored as the segmenter's fitted state.
 # 6: the augmentation the flow was fitted with, and the feature step's own fitted state.
 # 7: the segmenter's parameter ``null`` is named ``nfa_null``, as the detector's.
-FORMAT_VERSION = 7
+# 8: the segmenter's calibration (the parameter and the fitted ``calibration_`` knots).
+FORMAT_VERSION = 8
 
 
 class ModelFileError(ValueError):
@@ -84,10 +86,20 @@ def _fitted_state(detector):
         "latent_shapes_": detector.latent_shapes_, "image_size_": detector.image_size_,
         "n_channels_": detector.n_channels_, "offset_": detector.offset_, "augmentation_": detector.augmentation_,
         "segmenter_": {"params": segmenter.get_params(), "null_": [list(m) for m in segmenter.null_],
-                       "map_level_": segmenter.map_level_},
+                       "map_level_": segmenter.map_level_,
+                       "calibration_": {"raw": segmenter.calibration_.raw.tolist(),
+                                        "calibrated": segmenter.calibration_.calibrated.tolist(),
+                                        "ceiling": segmenter.calibration_.ceiling}},
         "history_": detector.history_,
     }
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, state
+
+
+def _calibration(stored):
+    from .calibration import ConformalCalibration
+
+    return ConformalCalibration(np.asarray(stored["raw"], dtype=np.float64),
+                                np.asarray(stored["calibrated"], dtype=np.float64), float(stored["ceiling"]))
 
 
 def _restore(detector, tensors, state):
@@ -113,7 +125,8 @@ def _restore(detector, tensors, state):
     params = {**segmenter["params"], "latent_shapes": detector.latent_shapes_,
               "output_size": tuple(segmenter["params"]["output_size"])}
     detector.segmenter_ = ACotrarioSegmenter(**params).restore_fit(
-        [NullModel(*map(float, m)) for m in segmenter["null_"]], float(segmenter["map_level_"]))
+        [NullModel(*map(float, m)) for m in segmenter["null_"]], float(segmenter["map_level_"]),
+        _calibration(segmenter["calibration_"]))
     detector.history_ = state["history_"]
     detector.flow_ = load_uflow(state["flow_"], _prefixed(tensors, "flow.")).to(device).requires_grad_(False)
     return detector

@@ -140,8 +140,8 @@ def write_report(rows, output_dir, epsilon, parameters=(), metrics=(), title="sk
 <style>{_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{len(rows)} images, {n_anomalous} anomalous at epsilon = {epsilon:g} (a region with NFA &le; epsilon;
-under normality about epsilon false regions per image are expected). Most anomalous first: by the smallest
-log10 NFA, then by the anomaly map's maximum. Click a picture to open it full size.</p>
+a normal image holds one with probability at most epsilon, measured on held-out normal images). Most
+anomalous first: by the smallest log10 NFA, then by the anomaly map's maximum. Click a picture to open it full size.</p>
 {"<h2>Metrics</h2>" + _table(metrics, "metrics") if metrics else ""}
 <div id="controls"><label><input type="checkbox" id="anomalous-only"> anomalous only</label>
 <label>file name <input type="search" id="search"></label><span id="count"></span></div>

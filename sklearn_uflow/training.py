@@ -7,10 +7,9 @@ turned copies) reads held-out images: :func:`fit_held_out` trains one flow
 per split of the training images, either one split or the K folds of
 cross-fitting, side by side, and stops them together when their *pooled*
 held-out loss stops improving, so that with K folds every training image
-takes part in every decision. :func:`copies_excess_bpd` and
-:func:`symmetry_p_value` tell whether the held-out images' flips and quarter
-turns are as likely as the images themselves: whether the normal images come
-in any pose, so that their copies are normal images too.
+takes part in every decision. Whether to learn from flipped and turned
+copies is such a decision: :func:`fit_flow` trains the folds with and without
+them and keeps what makes the held-out images, as they are, more likely.
 """
 
 import copy
@@ -20,14 +19,9 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy import stats
 
-__all__ = ["FlowFit", "FlowTraining", "HeldOutFit", "TrainingDivergedError", "bits_per_dim", "copies_excess_bpd",
-           "copy_rows", "fit_flow", "fit_held_out", "negative_log_likelihood", "per_image_nll", "symmetry_p_value"]
-
-#: ``fit_flow(augmentation="auto")``: the one-sided level at which the held-out
-#: images' copies count as less likely than the images, and are not learnt from.
-SYMMETRY_LEVEL = 0.01
+__all__ = ["FlowFit", "FlowTraining", "HeldOutFit", "TrainingDivergedError", "bits_per_dim", "copy_rows", "fit_flow",
+           "fit_held_out", "negative_log_likelihood", "per_image_nll"]
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -150,11 +144,12 @@ def copy_rows(index, n_rows, n_copies):
 class FlowTraining:
     """Maximum-likelihood fit of one flow, one epoch at a time.
 
-    An epoch is one pass, in random order, over the training rows: the
-    training images and, with ``n_copies > 1``, each of their flipped or
-    turned copies, since copies are more data and need the steps to be
-    learnt. The loss is the per-image negative log-likelihood averaged over
-    the batch, so that the learning rate does not depend on the batch size.
+    An epoch is one pass, in random order, over the training images; with
+    ``n_copies > 1`` each image comes as one of its copies (the identity
+    included) drawn at random, so that copies add variety at no cost in
+    steps: an epoch with copies costs what one without does. The loss is the
+    per-image negative log-likelihood averaged over the batch, so that the
+    learning rate does not depend on the batch size.
     AdamW (weight decay on the couplings' weights only), with a warm-up then
     cosine learning-rate schedule over ``max_epochs``, stepped once per
     iteration; a caller may stop earlier (:func:`fit_held_out` does, on the
@@ -185,12 +180,13 @@ class FlowTraining:
     def __init__(self, flow, features, train_index, *, n_rows, n_copies=1, max_epochs, batch_size, learning_rate,
                  weight_decay, device, seed):
         self.flow, self.features, self.device = flow, features, device
-        self.rows = torch.as_tensor(copy_rows(train_index, n_rows, n_copies))
+        self.images = torch.as_tensor(np.asarray(train_index, dtype=np.int64))
+        self.n_rows, self.n_copies = n_rows, n_copies
         self.batch_size, self.learning_rate = batch_size, learning_rate
         self.n_dims = _n_dims(features)
-        flow.standardize_with(features, self.rows)
+        flow.standardize_with(features, torch.as_tensor(copy_rows(train_index, n_rows, n_copies)))
         flow.to(device)
-        total = max_epochs * math.ceil(len(self.rows) / batch_size)
+        total = max_epochs * math.ceil(len(self.images) / batch_size)
         warmup = max(1, total // 20)
         # The fused kernel does one pass over all the weights, not a loop over tensors.
         fused = torch.device(device).type in ("cpu", "cuda")
@@ -215,7 +211,10 @@ class FlowTraining:
         flow = self.flow
         flow.train()
         running = 0.0
-        order = self.rows[torch.randperm(len(self.rows), generator=self.generator)]
+        rows = self.images
+        if self.n_copies > 1:
+            rows = rows + self.n_rows * torch.randint(self.n_copies, (len(rows),), generator=self.generator)
+        order = rows[torch.randperm(len(rows), generator=self.generator)]
         for batch in order.split(self.batch_size):
             latents, log_det = flow([f[batch].to(self.device) for f in self.features])
             loss = negative_log_likelihood(latents, log_det).mean()
@@ -231,7 +230,7 @@ class FlowTraining:
             running += loss.item() * len(batch)
         self.epoch += 1
         flow.eval()
-        return bits_per_dim(running / len(self.rows), self.n_dims)
+        return bits_per_dim(running / len(rows), self.n_dims)
 
 
 class HeldOutFit(NamedTuple):
@@ -329,70 +328,6 @@ def fit_held_out(build_flow, features, splits, *, n_copies=1, max_epochs, n_iter
     return HeldOutFit([t.flow.eval() for t in trainings], history)
 
 
-def copies_excess_bpd(flows, splits, copies, n_copies, batch_size, device):
-    """How much less likely the held-out images' copies are than the images.
-
-    If normal images come in any pose, a held-out image's flips and quarter
-    turns are normal images too, so *whatever* the flow, they are on average
-    exactly as likely as the images themselves; if the parts have a pose,
-    they are less likely. Each flow scores the images its split held out.
-
-    Parameters
-    ----------
-    flows : list of UFlow
-        One flow per split, trained without copies.
-    splits : list of (ndarray, ndarray)
-        The splits; their held-out indices are positions in ``copies``.
-    copies : list of torch.Tensor of shape (n_copies * n, C, H, W)
-        Per-scale features of the held-out images' copies, copy-major, the
-        images as they are first.
-    n_copies : int
-        Copies per image, the identity included.
-    batch_size : int
-        Rows per forward pass.
-    device : torch.device
-        Where the flows run.
-
-    Returns
-    -------
-    excess : ndarray of shape (n_held_out,)
-        Per held-out image, the mean loss of its copies other than itself
-        minus its own, in bits per dimension.
-    """
-    n_rows = len(copies[0]) // n_copies
-    n_dims = _n_dims(copies)
-    excess = []
-    for flow, (_, val) in zip(flows, splits):
-        nll = per_image_nll(flow, copies, copy_rows(val, n_rows, n_copies), batch_size, device)
-        nll = nll.reshape(n_copies, len(val))
-        excess.append((nll[1:].mean(axis=0) - nll[0]) / (n_dims * math.log(2)))
-    return np.concatenate(excess)
-
-
-def symmetry_p_value(excess):
-    """Test whether held-out images' copies are less likely than the images.
-
-    A paired one-sided t-test of :func:`copies_excess_bpd`.
-
-    Parameters
-    ----------
-    excess : array-like of shape (n_held_out,)
-        Per held-out image, how much less likely its copies are, in bits
-        per dimension.
-
-    Returns
-    -------
-    p_value : float
-        Small when the copies are less likely: the parts have a pose. 1
-        when all excesses are equal and not positive, 0 when they are equal
-        and positive.
-    """
-    excess = np.asarray(excess, dtype=np.float64)
-    if not np.ptp(excess) > 0:
-        return 1.0 if excess.max() <= 0 else 0.0
-    return float(stats.ttest_1samp(excess, 0.0, alternative="greater").pvalue)
-
-
 class FlowFit(NamedTuple):
     """What :func:`fit_flow` returns.
 
@@ -421,17 +356,18 @@ class FlowFit(NamedTuple):
 
 
 def fit_flow(build_flow, features, splits, *, augmentation, candidate, turned, n_turns, max_epochs,
-             n_iter_no_change, tol, evaluation_batch_size, progress=None, **options):
+             n_iter_no_change, tol, progress=None, **options):
     """Train the flows of the splits, choose the copies to learn from, and the flow to keep.
 
     With one split, its flow is kept. With the K folds of cross-fitting, the
     final flow trains on every image, for the epochs the folds chose, on the
-    schedule they followed. With ``augmentation="auto"``, the flows trained
-    without copies score the held-out images' copies (:func:`copies_excess_bpd`),
-    and the flows are trained again with them unless a paired test finds them
-    less likely than the images at :data:`SYMMETRY_LEVEL`
-    (:func:`symmetry_p_value`): then the normal images come in any pose, and
-    their copies are normal images too.
+    schedule they followed. With ``augmentation="auto"``, the flows of the
+    splits are trained twice, without the copies of ``candidate`` and with
+    them, and the copies are learnt from when they make the held-out images,
+    as they are, more likely (a lower pooled held-out loss at the best
+    epoch): whether the parts come in any pose or the copies only add
+    variety, that is the question that matters to the images a detector
+    will see.
 
     Parameters
     ----------
@@ -453,8 +389,6 @@ def fit_flow(build_flow, features, splits, *, augmentation, candidate, turned, n
         Copies per image of ``candidate``, the identity included.
     max_epochs, n_iter_no_change, tol : number
         See :func:`fit_held_out`.
-    evaluation_batch_size : int
-        Images per forward pass when the copies are scored.
     progress : tqdm.tqdm, default=None
         A bar to count the epochs on; its postfix names the stage.
     **options
@@ -475,18 +409,13 @@ def fit_flow(build_flow, features, splits, *, augmentation, candidate, turned, n
     fit = fit_held_out(build_flow, features, splits, n_copies=len(features[0]) // n_images,
                        stage=f"{folds}, {chosen}", **stopping)
     if augmentation == "auto" and candidate != "none":
-        if progress is not None:
-            progress.set_postfix_str(f"{folds}, turning the held-out images")
-        screened = turned(held_out)
-        positions = [(train, np.searchsorted(held_out, val)) for train, val in splits]
-        excess = copies_excess_bpd(fit.flows, positions, screened, n_turns, evaluation_batch_size, options["device"])
-        p_value = symmetry_p_value(excess) if len(excess) > 1 else 0.0
-        history.update(copies_excess_bpd=float(excess.mean()), symmetry_p_value=p_value)
-        chosen = candidate if p_value >= SYMMETRY_LEVEL else "none"
-        if chosen != "none":
-            features = screened if len(held_out) == n_images else turned(np.arange(n_images))
-            fit = fit_held_out(build_flow, features, splits, n_copies=n_turns, stage=f"{folds}, {chosen}",
-                               **stopping)
+        copies = turned(np.arange(n_images))
+        with_copies = fit_held_out(build_flow, copies, splits, n_copies=n_turns, stage=f"{folds}, {candidate}",
+                                   **stopping)
+        val_bpd = {"none": min(fit.history["val_bpd"]), candidate: min(with_copies.history["val_bpd"])}
+        history["augmentation_val_bpd"] = val_bpd
+        if val_bpd[candidate] < val_bpd["none"]:
+            chosen, fit, features = candidate, with_copies, copies
     n_copies = len(features[0]) // n_images
     history = {**fit.history, **history}
     if len(splits) == 1:
@@ -506,6 +435,6 @@ def fit_flow(build_flow, features, splits, *, augmentation, candidate, turned, n
         flow = training.flow
     if not len(held_out):  # nothing held out: the flow's own training images
         judged = [(flow, np.arange(n_images))]
-    else:  # with copies, the held-out images' copies are normal images too
-        judged = [(judge, copy_rows(val, n_images, n_copies)) for judge, (_, val) in zip(fit.flows, splits)]
+    else:  # the images as they are (rows 0 to n - 1): what the null and its calibration stand for
+        judged = [(judge, val) for judge, (_, val) in zip(fit.flows, splits)]
     return FlowFit(flow, features, judged, chosen, history)

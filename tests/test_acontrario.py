@@ -239,7 +239,7 @@ def test_masks_are_calibrated_on_pure_noise(shapes, size):
     N(0, 1) latents, number at most epsilon per image on average; latents
     scaled by 0.9 give none."""
     rng = np.random.default_rng(0)
-    seg = ACotrarioSegmenter(shapes, output_size=size, nfa_null="theory")
+    seg = ACotrarioSegmenter(shapes, output_size=size, nfa_null="theory", calibration="none")
     seg.fit_latents([rng.standard_normal((50, *s)).astype(np.float32) for s in shapes])
     regions = {1.0: [], 0.1: []}
     for _ in range(10):
@@ -325,7 +325,8 @@ def test_segmenter_rows_and_maps_agree_with_function():
     latents = [rng.standard_normal((3, *s)) for s in shapes]
     latents[0][1, :, 2:5, 2:5] += 3
     rows = np.concatenate([z.reshape(3, -1) for z in latents], axis=1)
-    seg = ACotrarioSegmenter(latent_shapes=shapes, output_size=(16, 16), nfa_null="theory", delineation="tree").fit(rows)
+    seg = ACotrarioSegmenter(latent_shapes=shapes, output_size=(16, 16), nfa_null="theory", delineation="tree",
+                             calibration="none").fit(rows)
     np.testing.assert_array_equal(seg.log_nfa_maps(rows), log_nfa_maps(latents, (16, 16)))
     trees = seg.log_nfa_maps(rows)
     seg.set_params(delineation="map")

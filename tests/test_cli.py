@@ -43,9 +43,12 @@ def test_fit_predict_evaluate_on_real_folder(data_dir, tmp_path):
     table = dict(line.rsplit("  ", 1) for line in evaluate.stdout.strip().splitlines())
     table = {key.strip(): value.strip() for key, value in table.items()}
     assert table["images (good / defective)"] == "6 / 17"
-    for key in ("pixel ROC AUC", "AUPRO (FPR <= 0.3)", "mIoU at epsilon=1", "image ROC AUC (max of map)"):
+    for key in ("pixel ROC AUC", "AUPRO (FPR <= 0.3)", "mIoU at epsilon=0.05", "image ROC AUC (max of map)"):
         assert 0 <= float(table[key]) <= 1
     assert table["good images with a detection"].endswith("%")
+    for bad in ("0", "-1", "nan"):  # not the model's, not "nothing is anomalous": refused
+        refused = _cli("evaluate", model, category, "--epsilon", bad)
+        assert refused.returncode == 2 and "--epsilon must be a number above 0" in refused.stderr
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 
 from flow_helpers import TINY, inputs, randomise
 from sklearn_uflow.flow import build_uflow
-from sklearn_uflow.training import (FlowTraining, TrainingDivergedError, bits_per_dim, copies_excess_bpd, fit_held_out,
-                                    per_image_nll, symmetry_p_value)
+from sklearn_uflow.training import FlowTraining, TrainingDivergedError, bits_per_dim, fit_held_out, per_image_nll
 
 OPTIONS = dict(batch_size=4, learning_rate=1e-2, weight_decay=0, device="cpu", seed=0)
 
@@ -76,7 +74,7 @@ def test_weight_decay_is_decoupled_and_shrinks_only_the_couplings_weights():
     assert decayed == 2 * 4 * 2
 
 
-def test_an_epoch_passes_once_over_every_copy_of_every_training_image(monkeypatch):
+def test_an_epoch_takes_every_training_image_once_as_a_random_copy(monkeypatch):
     # Copy k of image i holds the value 100 k + i everywhere: each batch shows
     # which copy of which image it took.
     n, n_copies, batch_size = 10, 4, 4
@@ -89,36 +87,16 @@ def test_an_epoch_passes_once_over_every_copy_of_every_training_image(monkeypatc
     monkeypatch.setattr(flow, "forward", lambda x, *a, **k: seen.append(x[0][:, 0, 0, 0].clone()) or original(x))
     training = FlowTraining(flow, rows, train_index, n_rows=n, n_copies=n_copies, max_epochs=3,
                             batch_size=batch_size, learning_rate=1e-3, weight_decay=0, device="cpu", seed=0)
-    for _ in range(2):
+    copies = []
+    for _ in range(3):
         seen.clear()
         training.run_epoch()
-        drawn = sorted(torch.cat(seen).long().tolist())
-        assert drawn == sorted(100 * k + i for k in range(n_copies) for i in train_index)
-        assert len(seen) == math.ceil(n_copies * len(train_index) / batch_size)
-    # the schedule spans the budget's steps: 3 epochs of 7 steps
-    assert training.scheduler.lr_lambdas[0](3 * 7 - 1) > 0 and training.scheduler.lr_lambdas[0](3 * 7) == 0
+        drawn = torch.cat(seen).long()
+        np.testing.assert_array_equal(np.sort(drawn % 100), train_index)  # each image once, as some copy
+        copies.append(drawn // 100)
+        assert len(seen) == math.ceil(len(train_index) / batch_size)
+    assert len(torch.unique(torch.cat(copies))) > 1  # the copies vary
+    # the schedule spans the budget's steps: 3 epochs of 2 steps
+    assert training.scheduler.lr_lambdas[0](3 * 2 - 1) > 0 and training.scheduler.lr_lambdas[0](3 * 2) == 0
 
 
-def test_copies_as_likely_as_the_images_have_no_excess():
-    flow = randomise(build_uflow(TINY, n_steps=2))
-    images = features(6)
-    same = [torch.cat([f, f]) for f in images]  # the "copy" of each image is the image itself
-    splits = [(None, np.arange(6))]
-    excess = copies_excess_bpd([flow], splits, same, 2, 4, "cpu")
-    np.testing.assert_allclose(excess, 0.0, atol=1e-12)
-    assert symmetry_p_value(excess) == 1.0
-    # copies pushed far from the images are less likely, image by image
-    far = [torch.cat([f, 5 * f]) for f in images]
-    excess = copies_excess_bpd([flow], splits, far, 2, 4, "cpu")
-    nll = per_image_nll(flow, far, np.arange(12), 4, "cpu")
-    n_dims = sum(int(np.prod(s)) for s in TINY)
-    np.testing.assert_allclose(excess, (nll[6:] - nll[:6]) / (n_dims * math.log(2)))
-    assert (excess > 0).all() and symmetry_p_value(excess) < 0.01
-
-
-def test_symmetry_p_value_is_the_paired_t_tests():
-    excess = np.array([0.3, -0.1, 0.2, 0.05, 0.4])
-    t = excess.mean() / (excess.std(ddof=1) / math.sqrt(len(excess)))
-    assert symmetry_p_value(excess) == pytest.approx(stats.t.sf(t, len(excess) - 1))
-    assert symmetry_p_value(-excess) == pytest.approx(1 - stats.t.sf(t, len(excess) - 1))
-    assert symmetry_p_value(np.full(4, 0.2)) == 0.0 and symmetry_p_value(np.zeros(4)) == 1.0
