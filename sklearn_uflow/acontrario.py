@@ -63,6 +63,9 @@ _LN10 = np.log(10.0)
 CALIBRATION_FOLDS = 5
 #: The default NFA threshold (see the user guide, "Choosing epsilon").
 DEFAULT_EPSILON = 0.05
+#: delineate(): how far from the map's level to a detection's height, in
+#: evidence units, its extent reaches (chosen on the development set).
+DELINEATION_SHARE = 0.3
 
 
 def _log_chi2_sf_continued_fraction(x, df, n_terms=300):
@@ -493,9 +496,13 @@ def delineate(log_nfa, maps, level, ceiling):
     * its height is the median of the map over that most significant region,
       where the trees say the defect is (a median, so that neither a noisy
       peak nor the blurred rim moves it);
-    * its extent is where the map stands at least half-way from ``level`` to
-      that height: where a blurred step crosses half its height, which does
-      not depend on how strong the defect is.
+    * its extent is where the map's evidence, ``-log(1 - map)``, stands at
+      least :data:`DELINEATION_SHARE` of the way from the level's to the
+      height's. The map is one minus a mean of likelihoods, so over a strong
+      defect it saturates at 1 on a plateau wider than the defect, and a cut
+      in map units takes the whole plateau; in evidence units the plateau
+      keeps its relief, and the cut does not depend on how strong the defect
+      is.
 
     The detections are those of the trees that reach above ``level``, so the
     bound on false detections under normality still holds.
@@ -524,7 +531,7 @@ def delineate(log_nfa, maps, level, ceiling):
     >>> from sklearn_uflow.acontrario import delineate
     >>> maps = np.array([[[0.1, 0.5, 0.9, 0.6, 0.1, 0.7]]])
     >>> trees = np.array([[[3.0, -5.0, -5.0, 3.0, 3.0, 3.0]]])
-    >>> delineate(trees, maps, level=0.4, ceiling=3.0)  # height 0.7, cut at 0.55
+    >>> delineate(trees, maps, level=0.4, ceiling=3.0)  # height 0.7: cut at 1 - 0.6**0.7 * 0.3**0.3 = 0.513
     array([[[ 3.,  3., -5., -5.,  3.,  3.]]])
     """
     maps = np.asarray(maps)
@@ -541,7 +548,8 @@ def delineate(log_nfa, maps, level, ceiling):
     nfa = np.concatenate(([ceiling], ndimage.minimum(region_nfa, label, index)))
     core = region_nfa == nfa[label]
     height = np.concatenate(([np.inf], ndimage.median(values[core], label[core], index)))
-    kept = values >= level + 0.5 * (height[label] - level)
+    share = DELINEATION_SHARE
+    kept = values >= 1.0 - (1.0 - level) ** (1.0 - share) * (1.0 - height[label]) ** share
     out.ravel()[inside[kept]] = nfa[label[kept]]
     return out
 
@@ -584,8 +592,9 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         perfect flow.
     delineation : {"map", "tree"}, default="map"
         The extent of a detection. ``"map"``: the part of the anomaly map
-        around it that stands at least half-way from ``map_level_`` to the
-        map's median over the detected region (:func:`delineate`).
+        around it whose evidence stands at least a set share of the way from
+        ``map_level_`` to the map's median over the detected region
+        (:func:`delineate`).
         ``"tree"``: the regions of the component trees themselves, as in
         the paper.
     map_smoothing : "auto" or float, default="auto"

@@ -8,6 +8,7 @@ from scipy import ndimage, stats
 
 from sklearn_uflow import ACotrarioSegmenter
 from sklearn_uflow.acontrario import (
+    DELINEATION_SHARE,
     POLYOMINO_ALPHA,
     POLYOMINO_BETA,
     NullModel,
@@ -261,7 +262,10 @@ def _literal_delineation(log_nfa, anomaly, level, ceiling):
             inside = components == k
             nfa = trees[inside].min()
             height = np.median(values[inside & (trees == nfa)])
-            out[image][inside & (values >= level + (height - level) / 2)] = nfa
+            # a share of the way from level to height in evidence, -log(1 - map)
+            evidence = -np.log1p(-values)
+            cut = -np.log1p(-level) + DELINEATION_SHARE * (-np.log1p(-height) + np.log1p(-level))
+            out[image][inside & (evidence >= cut)] = nfa
     return out
 
 
