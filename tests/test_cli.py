@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -10,7 +11,10 @@ CLI = [sys.executable, "-m", "sklearn_uflow.cli"]
 
 
 def _cli(*args):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=900)
+    # In a folder of its own: what the README's first command leaves in the working folder (uflow-output/) must
+    # not change what a test sees.
+    with tempfile.TemporaryDirectory() as folder:
+        return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=900, cwd=folder)
 
 
 def test_fit_predict_evaluate_on_real_folder(data_dir, tmp_path):
