@@ -733,9 +733,8 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         self.held_out_scores_ = self.false_alarm_curve_ = None
         if self.calibration == "held_out" and len(latents[0]) > 1:
             held_out = self._cross_fitted_log_nfa(latents)
-            calibration = conformal_calibration(held_out.min(axis=(1, 2)), self.log_nfa_ceiling_)
-            self._set_fitted(shapes, null, self.map_level_, calibration)
-            held_out = calibration(held_out)
+            self.calibration_ = conformal_calibration(held_out.min(axis=(1, 2)), self.log_nfa_ceiling_)
+            held_out = self.calibration_(held_out)
             self.held_out_scores_ = held_out.min(axis=(1, 2))
             self.false_alarm_curve_ = false_alarm_curve(held_out)
         return self
