@@ -782,7 +782,7 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         self.null_ = null
         self.map_level_ = map_level
         self.log_nfa_ceiling_ = log10_nfa_ceiling([h * w for _, h, w in shapes])
-        self.calibration_ = calibration or ConformalCalibration.identity()._replace(ceiling=self.log_nfa_ceiling_)
+        self.calibration_ = calibration or ConformalCalibration.identity(self.log_nfa_ceiling_)
         return self
 
     def log_nfa_of_latents(self, latents, anomaly_maps=None):

@@ -53,15 +53,20 @@ class ConformalCalibration(NamedTuple):
     ceiling: float = np.inf
 
     @classmethod
-    def identity(cls):
+    def identity(cls, ceiling=np.inf):
         """Build the map that changes nothing (no calibration).
+
+        Parameters
+        ----------
+        ceiling : float, default=inf
+            The log10 NFA of pixels in no region.
 
         Returns
         -------
         calibration : ConformalCalibration
             One knot at 0: the slope alone.
         """
-        return cls(np.zeros(1), np.zeros(1))
+        return cls(np.zeros(1), np.zeros(1), ceiling)
 
     def __call__(self, log_nfa):
         """Calibrate log10 NFA values.
@@ -129,7 +134,7 @@ def conformal_calibration(scores, ceiling=np.inf):
     # Tied scores share the knot of the last of them, the constraint that binds.
     last = np.r_[scores[1:] != scores[:-1], True] & (scores < ceiling)
     if not last.any():
-        return ConformalCalibration.identity()._replace(ceiling=ceiling)
+        return ConformalCalibration.identity(ceiling)
     rank = np.arange(1, n + 1)[last]
     return ConformalCalibration(scores[last], np.log10(np.minimum(rank + 1, n + 1) / (n + 1)), ceiling)
 
