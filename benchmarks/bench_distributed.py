@@ -62,8 +62,9 @@ def main():
     with tempfile.TemporaryDirectory() as out:
         def local(threads):
             with torch_threads(threads):
-                score_files(detector, files[:32], Path(out) / "warm")  # first-call costs out of the timing
-                return timed(lambda: score_files(detector, files, Path(out) / f"local{threads}"))
+                # first-call costs out of the timing; each run replaces the folder's earlier run (overwrite)
+                score_files(detector, files[:32], Path(out) / "warm", overwrite=True)
+                return timed(lambda: score_files(detector, files, Path(out) / f"local{threads}", overwrite=True))
 
         in_process = {threads: local(threads) for threads in sorted({default_threads, 1})}
         rows = [[f"in-process, {t} torch thread{'s' * (t > 1)}", "", f"{n / s:.1f}", f"{1000 * s / n:.1f}", ""]
@@ -76,8 +77,9 @@ def main():
                         dashboard_address=None) as cluster, Client(cluster) as client:
                     client.wait_for_workers(workers)
                     startup = time.perf_counter() - start
-                    score_files(detector, files[:32], Path(out) / "warm", scheduler=client)
-                    seconds = timed(lambda: score_files(detector, files, Path(out) / "dask", scheduler=client))
+                    score_files(detector, files[:32], Path(out) / "warm", scheduler=client, overwrite=True)
+                    seconds = timed(lambda: score_files(detector, files, Path(out) / "dask", scheduler=client,
+                                                        overwrite=True))
                 overhead = 1000 * (seconds * workers - in_process[1]) / n
                 rows.append([f"Dask, {workers} worker{'s' * (workers > 1)} x 1 thread, {malloc}", f"{startup:.1f}",
                              f"{n / seconds:.1f}", f"{1000 * seconds / n:.1f}", f"{overhead:+.1f}"])

@@ -6,11 +6,20 @@ maps and segmentation masks whose threshold, a number of false alarms, needs
 no labelled defects.
 """
 
-from .acontrario import AContrarioSegmenter, ACotrarioSegmenter
-from .detector import UFlowDetector
-from .features import CNNFeatureTransformer, MSCaiTTransformer, split_features
+import importlib
 
-__version__ = "0.1.0"
+from ._version import __version__
+
+# The estimators are imported on first use (PEP 562), so that importing the package, or the command line
+# before it installs its signal handlers, does not pull in torch.
+_LAZY = {
+    "AContrarioSegmenter": "acontrario",
+    "ACotrarioSegmenter": "acontrario",
+    "UFlowDetector": "detector",
+    "CNNFeatureTransformer": "features",
+    "MSCaiTTransformer": "features",
+    "split_features": "features",
+}
 
 __all__ = [
     "AContrarioSegmenter",
@@ -21,3 +30,15 @@ __all__ = [
     "split_features",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

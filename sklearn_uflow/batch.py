@@ -6,9 +6,10 @@ and the flow, writes an anomaly map, a mask and an overlay per image, and
 returns one summary row per file. Run in-process or on a cluster, the tasks
 are the same, so the files and the summary are the same. A file that cannot
 be read or scored gets a row with its error; the others carry on. Every file
-is written whole or not at all, ``results.csv`` last, and a folder holding
-another run's outputs is refused unless they are to be overwritten (see
-:mod:`sklearn_uflow._files`).
+is written whole or not at all, ``results.csv`` last, and the output folder
+follows the rules of :class:`sklearn_uflow.outputs.OutputFolder`: new, empty
+or an earlier run's (whose recorded files are removed only on
+``overwrite``), never one of the inputs, one run at a time.
 """
 
 import csv
@@ -20,11 +21,14 @@ import numpy as np
 from sklearn.utils import gen_batches
 from tqdm.auto import tqdm
 
-from ._files import atomic_path, prepare_output_dir
+from .outputs import OutputFolder, atomic_path
 
-__all__ = ["COLOUR_RANGE", "RESULT_COLUMNS", "score_files", "write_outputs", "write_results"]
+__all__ = ["COLOUR_RANGE", "RESULT_COLUMNS", "IMAGE_OUTPUTS", "image_outputs", "output_names", "score_files",
+           "write_outputs", "write_results"]
 
 RESULT_COLUMNS = ("image", "max_anomaly_score", "decision", "min_log10_nfa", "n_regions", "error")
+#: The files written per image ``NAME``: ``NAME_map.png``, ``NAME_mask.png``, ``NAME_overlay.png``.
+IMAGE_OUTPUTS = ("map", "mask", "overlay")
 
 # One colour scale for every image and every run, so that pictures are
 # comparable and do not depend on which other images were scored with them.
@@ -33,12 +37,42 @@ RESULT_COLUMNS = ("image", "max_anomaly_score", "decision", "min_log10_nfa", "n_
 COLOUR_RANGE = (1.0 - math.exp(-0.5), 1.0)
 
 
-def _output_names(files):
-    """File stems, made unique (by a running number) where two files share one."""
+def output_names(files):
+    """The output name of each image file.
+
+    A file's output name is its stem, made unique (by a running number)
+    where two files share one.
+
+    Parameters
+    ----------
+    files : list of path-like
+        Image files.
+
+    Returns
+    -------
+    names : list of str
+        One name per file, in order.
+    """
     names = [Path(f).stem for f in files]
     if len(set(names)) < len(names):
         names = [f"{i:05d}_{name}" for i, name in enumerate(names)]
     return names
+
+
+def image_outputs(names):
+    """The files :func:`write_outputs` writes for images of these output names.
+
+    Parameters
+    ----------
+    names : list of str
+        Output names.
+
+    Returns
+    -------
+    files : list of str
+        ``NAME_map.png``, ``NAME_mask.png`` and ``NAME_overlay.png`` of each.
+    """
+    return [f"{name}_{kind}.png" for name in names for kind in IMAGE_OUTPUTS]
 
 
 def _save_png(array, path):
@@ -105,12 +139,12 @@ def write_outputs(images, maps, log_nfa, names, output_dir, epsilon, true_masks=
         })
         scores = at(image.shape[:2], scores, "bilinear")
         mask = at(image.shape[:2], nfa, "nearest") <= np.log10(epsilon)
-        _save_png(heatmap(scores, *COLOUR_RANGE), output_dir / f"{name}_map.png")
-        _save_png(mask.astype(np.uint8) * 255, output_dir / f"{name}_mask.png")
         if truth is not None:
             truth = at(image.shape[:2], truth.astype(np.float32), "nearest") > 0.5
-        _save_png(overlay(image, scores, mask, true_mask=truth, vmin=COLOUR_RANGE[0], vmax=COLOUR_RANGE[1]),
-                  output_dir / f"{name}_overlay.png")
+        pictures = (heatmap(scores, *COLOUR_RANGE), mask.astype(np.uint8) * 255,
+                    overlay(image, scores, mask, true_mask=truth, vmin=COLOUR_RANGE[0], vmax=COLOUR_RANGE[1]))
+        for picture, file in zip(pictures, image_outputs([name])):
+            _save_png(picture, output_dir / file)
     return rows
 
 
@@ -168,23 +202,30 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
     files : list of path-like
         Image files. Output names are their stems (numbered when two share
         one).
-    output_dir : path-like
-        Folder for the outputs, created if needed. On a cluster, the workers
-        write there: it must be on a file system they share.
+    output_dir : path-like or OutputFolder
+        Folder for the outputs, created if needed: a new or empty folder, or
+        one an earlier run wrote (see ``overwrite``); never one that holds
+        other files, nor one of ``files``' folders. The run records what it
+        writes there (:class:`sklearn_uflow.outputs.OutputFolder`); an open
+        ``OutputFolder`` that plans these outputs is written into as it is,
+        for a caller that adds files of its own to the run. On a cluster, the
+        workers write there: it must be on a file system they share.
     epsilon : float, default=None
-        NFA threshold of the masks; the detector's ``epsilon`` by default.
+        NFA threshold of the masks, above 0; the detector's ``epsilon`` by
+        default.
     scheduler : None, str or distributed.Client, default=None
         ``None`` scores in this process. An address (``"tcp://host:8786"``)
         or a ``Client`` scores on that Dask cluster: the detector is sent
         once to each worker, and the tasks carry only file names.
     files_per_task : int, default=None
-        Files read and scored together by one task; by default the detector's
-        scoring batch (16 images, or ``batch_size`` if larger), with which a
-        collection of readable files gives the figures of in-process scoring
-        of the image array bit for bit.
+        Files read and scored together by one task, at least 1; by default
+        the detector's scoring batch (16 images, or ``batch_size`` if
+        larger), with which a collection of readable files gives the figures
+        of in-process scoring of the image array bit for bit.
     overwrite : bool, default=False
-        Whether to remove another run's outputs found in ``output_dir``
-        first; by default such a folder is refused before any work.
+        Whether to remove the files an earlier run recorded in
+        ``output_dir`` first (and only those); by default such a folder is
+        refused before any work.
     verbose : int, default=0
         A progress bar over the files when positive.
 
@@ -197,9 +238,12 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
 
     Raises
     ------
-    sklearn_uflow._files.OutputExistsError
-        If ``output_dir`` holds another run's outputs and ``overwrite`` is
-        False (a ``FileExistsError``).
+    sklearn_uflow.outputs.OutputExistsError
+        If ``output_dir`` holds files this run may not remove (a
+        ``FileExistsError``), or another run is writing there.
+    ValueError
+        If ``epsilon`` or ``files_per_task`` is out of range, or
+        ``output_dir`` is or contains one of ``files``.
 
     Examples
     --------
@@ -213,12 +257,26 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
     if getattr(detector, "extractor_", None) is None:
         raise TypeError("score_files needs a detector with its own feature step, not extractor='precomputed'.")
     epsilon = detector.epsilon if epsilon is None else epsilon
-    files_per_task = files_per_task or detector.scoring_batch_size
+    if not 0 < epsilon < math.inf:
+        raise ValueError(f"epsilon must be a number above 0, got {epsilon!r}.")
+    files_per_task = detector.scoring_batch_size if files_per_task is None else files_per_task
+    if not (isinstance(files_per_task, int) and files_per_task >= 1):
+        raise ValueError(f"files_per_task must be an integer of at least 1, got {files_per_task!r}.")
     files = [os.fspath(f) for f in files]
-    names = _output_names(files)
-    output_dir = prepare_output_dir(output_dir, overwrite)
-    tasks = [(files[task], names[task]) for task in gen_batches(len(files), files_per_task)]
+    names = output_names(files)
+    outputs = [*image_outputs(names), "results.csv"]
+    if isinstance(output_dir, OutputFolder):
+        if missing := set(outputs) - set(output_dir.outputs):
+            raise ValueError(f"the output folder does not plan {len(missing)} of the files written, e.g. "
+                             f"{sorted(missing)[0]}.")
+        return _score_into(detector, files, names, output_dir.path, epsilon, scheduler, files_per_task, verbose)
+    with OutputFolder(output_dir, outputs, inputs=files, overwrite=overwrite,
+                      command="sklearn_uflow.batch.score_files") as folder:
+        return _score_into(detector, files, names, folder.path, epsilon, scheduler, files_per_task, verbose)
 
+
+def _score_into(detector, files, names, output_dir, epsilon, scheduler, files_per_task, verbose):
+    tasks = [(files[task], names[task]) for task in gen_batches(len(files), files_per_task)]
     with tqdm(total=len(files), desc="scoring", unit="image", disable=not verbose) as progress:
         if scheduler is None:
             results = []

@@ -18,22 +18,33 @@ lists the failures in the ``error`` column of ``results.csv`` and exits with
 1. With ``--scheduler ADDRESS`` it runs on a Dask cluster (see
 :func:`sklearn_uflow.batch.score_files`).
 
-Outputs are checked before any work. Every file is written whole or not at
-all, and ``results.csv`` and ``report.html`` last, so that their presence
-means the run finished; an output folder that holds another run's outputs
-is refused, unless ``--overwrite`` removes them first.
+Every argument is checked first, then the input paths, then the outputs,
+and only then does any work, writing or removal start. A run never writes
+into its inputs, and removes or replaces only what a run recorded: an
+output folder must be new, empty, or the folder of an earlier run, whose
+recorded files ``--overwrite`` removes (see :mod:`sklearn_uflow.outputs`);
+one run at a time writes into a folder. Every file is written whole or not
+at all, and ``results.csv`` and ``report.html`` last, so that their presence
+means the run finished.
+
+Nothing heavy is imported at module level: the signal handlers are in place
+before torch loads, so that Ctrl-C at any moment ends with one line.
 """
 
 import argparse
+import math
+import re
 import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
-import numpy as np
-
 __all__ = ["main"]
+
+# A Dask scheduler address: a protocol and its address, or HOST:PORT.
+_SCHEDULER_ADDRESS = re.compile(r"(?:tcp|tls|ucx|ws|wss|inproc)://\S+|[\w.\-]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}")
 
 
 class CommandError(Exception):
@@ -47,6 +58,10 @@ class Terminated(BaseException):
 
 def _terminate(signum, frame):
     raise Terminated
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"sklearn-uflow: warning: {str(message).splitlines()[0]}", file=sys.stderr)
 
 
 def _image_files(paths):
@@ -66,12 +81,8 @@ def _image_files(paths):
 
 
 def _epsilon(detector, args):
-    """The threshold: ``--epsilon`` when given, else the model's."""
-    if args.epsilon is None:
-        return detector.epsilon
-    if not 0 < args.epsilon < float("inf"):
-        raise CommandError(f"--epsilon must be a number above 0, got {args.epsilon}")
-    return args.epsilon
+    """The threshold: ``--epsilon`` when given (checked by :func:`_check_arguments`), else the model's."""
+    return detector.epsilon if args.epsilon is None else args.epsilon
 
 
 def _size(values, option):
@@ -81,11 +92,35 @@ def _size(values, option):
     try:
         sizes = [int(v) for v in values]
     except ValueError:
-        raise CommandError(f"{option} takes SIDE, H W or auto, not {' '.join(values)}") from None
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise CommandError(f"{option} takes SIDE, H W (positive integers) or auto, not {' '.join(values)}")
     return sizes[0] if len(sizes) == 1 else tuple(sizes)
 
 
+def _check_arguments(args):
+    """Every argument's value, before any path is looked at; the detector to fit built and validated."""
+    if getattr(args, "epsilon", None) is not None and not 0 < args.epsilon < math.inf:
+        raise CommandError(f"--epsilon must be a number above 0, got {args.epsilon}")
+    if getattr(args, "files_per_task", None) is not None and args.files_per_task < 1:
+        raise CommandError(f"--files-per-task must be at least 1, got {args.files_per_task}")
+    scheduler = getattr(args, "scheduler", None)
+    if scheduler is not None and not _SCHEDULER_ADDRESS.fullmatch(scheduler):
+        raise CommandError(f"--scheduler takes a Dask scheduler address such as tcp://10.0.0.5:8786, "
+                           f"not {scheduler!r}")
+    if getattr(args, "n_synthetic", 8) < 8:
+        raise CommandError(f"--n-synthetic must be at least 8 (a quarter of them are fitted on), "
+                           f"got {args.n_synthetic}")
+    if hasattr(args, "extractor"):
+        args.image_size = _size(args.image_size, "--image-size")
+        if args.command == "run" and args.folder is None and not isinstance(args.image_size, (int, str)):
+            raise CommandError("the synthetic images are square: --image-size takes one SIDE (or auto: 256)")
+        args.detector = _make_detector(args)
+
+
 def _read_images(files, image_size, color):
+    import numpy as np
+
     from .datasets import auto_image_size, read_image
 
     if image_size == "auto":
@@ -106,7 +141,8 @@ def _make_extractor(args):
     return CNNFeatureTransformer(args.extractor, **options)
 
 
-def _fit(train, args):
+def _make_detector(args):
+    """The detector the options describe, its parameters validated (nothing fitted)."""
     from . import UFlowDetector
 
     # Flow and training options left out on the command line keep UFlowDetector's defaults.
@@ -116,6 +152,12 @@ def _fit(train, args):
     training |= {"epsilon": args.epsilon} if args.epsilon is not None else {}
     detector = UFlowDetector(_make_extractor(args), image_context=not args.no_image_context, device=args.device,
                              random_state=args.seed, verbose=int(not args.quiet), **training)
+    detector._validate_params()
+    detector.extractor._validate_params()
+    return detector
+
+
+def _fit(detector, train):
     start = time.perf_counter()
     detector.fit(train)
     history = detector.history_
@@ -166,6 +208,8 @@ def _report(rows, out, epsilon):
 
 
 def _metric_table(maps, log_nfa, masks, labels, epsilon):
+    import numpy as np
+
     from .metrics import aupro, image_roc_auc, mean_iou, pixel_roc_auc
 
     predicted = log_nfa <= np.log10(epsilon)
@@ -186,12 +230,18 @@ def _metric_table(maps, log_nfa, masks, labels, epsilon):
 
 
 def cmd_fit(args):
-    from ._files import check_output_file
+    from .outputs import check_output_file
+    from .model_file import is_model_file
 
-    check_output_file(args.output)
     files = _image_files([args.good_dir])
+
+    def check_output():
+        check_output_file(args.output, overwrite=args.overwrite, replaceable=is_model_file, inputs=[args.good_dir])
+
+    check_output()
     color = "gray" if args.gray else "rgb"
-    detector = _fit(_read_images(files, _size(args.image_size, "--image-size"), color), args)
+    detector = _fit(args.detector, _read_images(files, args.image_size, color))
+    check_output()  # again: the path may have been taken during the fit
     detector.save(args.output)
     print(f"model written to {args.output}")
 
@@ -202,35 +252,38 @@ def _load(path):
     return UFlowDetector.load(path)
 
 
-def _check_output_dir(args):
-    """The output folder, checked before any work; it is created, and an
-    earlier run's outputs removed (``--overwrite``), when writing starts."""
-    from ._files import check_output_dir
-
-    check_output_dir(args.output, args.overwrite)
-    return Path(args.output)
+def _model_path(path):
+    if not Path(path).is_file():
+        raise CommandError(f"no model file at {path!r}")
+    return path
 
 
-def _prepare_output_dir(args):
-    from ._files import prepare_output_dir
+def _output_folder(args, names, inputs, model=False):
+    """The run's output folder, checked: ``names`` are the images' output names."""
+    from .outputs import OutputFolder
+    from .batch import image_outputs
 
-    return prepare_output_dir(args.output, args.overwrite)
+    outputs = [*image_outputs(names), *(["results.csv"] if names else []),
+               *(["report.html"] if names and args.report else []), *(["model.uflow"] if model else [])]
+    return OutputFolder(args.output, outputs, inputs=inputs, overwrite=args.overwrite, command=args.argv).check()
 
 
 def cmd_predict(args):
-    from .batch import score_files
+    from .batch import output_names, score_files
 
-    out = _check_output_dir(args)
-    detector = _load(args.model)
+    model = _model_path(args.model)
     files = _image_files(args.images)
+    folder = _output_folder(args, output_names(files), [model, *args.images])
+    detector = _load(model)
     epsilon = _epsilon(detector, args)
     start = time.perf_counter()
-    rows = score_files(detector, files, out, epsilon=epsilon, scheduler=args.scheduler,
-                       files_per_task=args.files_per_task, overwrite=args.overwrite, verbose=int(not args.quiet))
-    where = f"on the Dask cluster at {args.scheduler}" if args.scheduler else "in this process"
-    print(f"scored {len(files)} files {where} in {time.perf_counter() - start:.1f} s")
-    _report(rows, out, epsilon)
-    _write_report(args, rows, out, detector, epsilon)
+    with folder:
+        rows = score_files(detector, files, folder, epsilon=epsilon, scheduler=args.scheduler,
+                           files_per_task=args.files_per_task, verbose=int(not args.quiet))
+        where = f"on the Dask cluster at {args.scheduler}" if args.scheduler else "in this process"
+        print(f"scored {len(files)} files {where} in {time.perf_counter() - start:.1f} s")
+        _report(rows, folder.path, epsilon)
+        _write_report(args, rows, folder.path, detector, epsilon)
     return 1 if any(row["error"] for row in rows) else 0
 
 
@@ -239,53 +292,59 @@ def _test_names(files):
 
 
 def cmd_evaluate(args):
-    from .datasets import load_anomaly_folder
+    from .datasets import list_anomaly_folder, load_anomaly_folder
 
-    out = _check_output_dir(args) if args.output else None
-    detector = _load(args.model)
+    model = _model_path(args.model)
+    listing = list_anomaly_folder(args.dataset_dir)
+    if not listing.test_files:
+        raise CommandError(f"{args.dataset_dir} has no test images")
+    folder = (_output_folder(args, _test_names(listing.test_files), [model, *listing.folders])
+              if args.output else None)
+    detector = _load(model)
     data = load_anomaly_folder(args.dataset_dir, image_size=detector.image_size_,
                                color="gray" if detector.n_channels_ == 1 else "rgb")
-    if data.test_images is None:
-        raise CommandError(f"{args.dataset_dir} has no test images")
     epsilon = _epsilon(detector, args)
-    if out is None:
+    if folder is None:
         maps, log_nfa = detector.maps_and_log_nfa(data.test_images)
         _metric_table(maps, log_nfa, data.test_masks, data.test_labels, epsilon)
         return
-    rows, maps, log_nfa = _write_predictions(detector, data.test_images, _test_names(data.test_files),
-                                             _prepare_output_dir(args), epsilon, data.test_masks)
-    metrics = _metric_table(maps, log_nfa, data.test_masks, data.test_labels, epsilon)
-    _write_report(args, rows, out, detector, epsilon, metrics)
+    with folder:
+        rows, maps, log_nfa = _write_predictions(detector, data.test_images, _test_names(data.test_files),
+                                                 folder.path, epsilon, data.test_masks)
+        metrics = _metric_table(maps, log_nfa, data.test_masks, data.test_labels, epsilon)
+        _write_report(args, rows, folder.path, detector, epsilon, metrics)
 
 
 def cmd_run(args):
-    from .datasets import load_anomaly_folder, make_defects
+    import numpy as np
 
-    _check_output_dir(args)
+    from .datasets import list_anomaly_folder, load_anomaly_folder, make_defects
+
     if args.folder is None:
-        size = _size(args.image_size, "--image-size")
-        if not isinstance(size, int) and size != "auto":
-            raise CommandError("the synthetic images are square: --image-size takes one SIDE (or auto: 256)")
-        X, y, masks = make_defects(n_samples=args.n_synthetic, image_size=256 if size == "auto" else size,
-                                   random_state=args.seed)
+        size = 256 if args.image_size == "auto" else args.image_size
+        X, y, masks = make_defects(n_samples=args.n_synthetic, image_size=size, random_state=args.seed)
         # A quarter of the images, all good, to fit on; every other image to test on.
         trained = np.flatnonzero(y == 0)[: len(X) // 4]
         tested = np.setdiff1d(np.arange(len(X)), trained)
-        train, test, test_masks, labels = X[trained], X[tested], masks[tested], y[tested]
         names = [f"synthetic_{i:03d}" for i in tested]
+        folder = _output_folder(args, names, [], model=True)
+        train, test, test_masks, labels = X[trained], X[tested], masks[tested], y[tested]
         print(f"synthetic data: {len(train)} good training images, {len(test)} other test images")
     else:
-        data = load_anomaly_folder(args.folder, image_size=_size(args.image_size, "--image-size"))
+        listing = list_anomaly_folder(args.folder)
+        names = _test_names(listing.test_files)
+        folder = _output_folder(args, names, listing.folders, model=True)
+        data = load_anomaly_folder(args.folder, image_size=args.image_size)
         train, test, test_masks, labels = data.train_images, data.test_images, data.test_masks, data.test_labels
-        names = _test_names(data.test_files)
         print(f"{args.folder}: {len(train)} good training images, {0 if test is None else len(test)} test images")
-    detector = _fit(train, args)
-    out = _prepare_output_dir(args)
-    detector.save(out / "model.uflow")
-    if test is not None:
-        rows, maps, log_nfa = _write_predictions(detector, test, names, out, detector.epsilon, test_masks)
-        metrics = _metric_table(maps, log_nfa, test_masks, labels, detector.epsilon)
-        _write_report(args, rows, out, detector, detector.epsilon, metrics)
+    detector = _fit(args.detector, train)
+    with folder:
+        detector.save(folder.path / "model.uflow")
+        if test is not None:
+            rows, maps, log_nfa = _write_predictions(detector, test, names, folder.path, detector.epsilon,
+                                                     test_masks)
+            metrics = _metric_table(maps, log_nfa, test_masks, labels, detector.epsilon)
+            _write_report(args, rows, folder.path, detector, detector.epsilon, metrics)
 
 
 def _training_options(parser):
@@ -325,7 +384,8 @@ def _output_options(parser):
     parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                         help="write report.html, a page of the results, most anomalous first (default: on)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="remove another run's outputs from the output folder first (default: refuse it)")
+                        help="remove the files an earlier run recorded in the output folder, and only those, "
+                             "first (default: refuse the folder)")
 
 
 def build_parser():
@@ -336,6 +396,8 @@ def build_parser():
     p.add_argument("good_dir", help="folder of defect-free images")
     p.add_argument("-o", "--output", required=True, help="model file to write, e.g. model.uflow")
     p.add_argument("--gray", action="store_true", help="read the images as grayscale")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing model file (never any other file; default: refuse it)")
     _training_options(p)
     p.set_defaults(func=cmd_fit)
 
@@ -387,10 +449,14 @@ def main(argv=None):
         The exit code: 0 on success, 1 when ``predict`` could not score
         some files, 2 on bad input, 130 or 143 when interrupted.
     """
-    args = build_parser().parse_args(argv)
+    # First the handlers, then the arguments, then anything heavy: an interrupt at any moment gets its line.
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    show_warning, warnings.showwarning = warnings.showwarning, _show_warning
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = ["sklearn-uflow", *(sys.argv[1:] if argv is None else argv)]
+        _check_arguments(args)
         status = args.func(args)
     except KeyboardInterrupt:
         print("sklearn-uflow: interrupted; the files written are whole, and the run did not finish",
@@ -404,6 +470,7 @@ def main(argv=None):
         print(f"sklearn-uflow: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     finally:
+        warnings.showwarning = show_warning
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     return status or 0

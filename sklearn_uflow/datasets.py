@@ -8,14 +8,18 @@ from sklearn.utils import Bunch, check_random_state
 
 from ._images import aspect_size
 
-__all__ = ["load_anomaly_folder", "make_defects", "read_image", "image_files", "auto_image_size", "resize_image",
-           "IMAGE_EXTENSIONS"]
+__all__ = ["load_anomaly_folder", "list_anomaly_folder", "make_defects", "read_image", "image_files",
+           "auto_image_size", "resize_image", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Aspect ratios within this factor of each other count as one (a few pixels cropped or padded).
 ASPECT_TOLERANCE = 1.05
 # The 8-bit modes that Pillow converts to RGB and L faithfully.
 _EIGHT_BIT_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV"}
+# Modes with an alpha channel (a palette image may have one too, through its "transparency").
+_ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
+# EXIF orientations 5 to 8 turn the picture a quarter: its displayed width is the stored height.
+_EXIF_ORIENTATION, _QUARTER_TURNED = 0x0112, {5, 6, 7, 8}
 # What PIL raises on a file that is not an image, or a damaged one (UnidentifiedImageError is an OSError).
 _READ_ERRORS = (OSError, SyntaxError)
 
@@ -64,7 +68,10 @@ def auto_image_size(files):
     for file in files:
         try:
             with Image.open(file) as image:
-                aspects.append(image.size[1] / image.size[0])
+                width, height = image.size
+                if image.getexif().get(_EXIF_ORIENTATION) in _QUARTER_TURNED:
+                    width, height = height, width
+                aspects.append(height / width)
         except _READ_ERRORS as exc:
             raise _unreadable(file, exc) from None
     if not aspects or max(aspects) > ASPECT_TOLERANCE * min(aspects):
@@ -83,12 +90,15 @@ def _as_size(image_size):
 def read_image(path, *, color="rgb", image_size=None):
     """Read one image file as a uint8 array ``(H, W, 3)`` or ``(H, W)``.
 
-    8-bit images are read as they are (palette, alpha, CMYK and YCbCr
-    converted by Pillow). Images of higher bit depth are scaled by the range
-    of their type: 16-bit grayscale by 65535, integer TIFF by the range of
-    its declared bits, floating-point TIFF from [0, 1]. An image whose
-    values fall outside that range, or whose mode cannot be converted, is
-    refused rather than clipped.
+    Images are read as viewers show them: turned as their EXIF orientation
+    says, and with their transparent pixels composited on black (a pixel of
+    opacity ``a`` in [0, 1] counts ``a`` times its colour), so that colour
+    hidden under transparency is not scored. 8-bit images are read as they
+    are (palette, CMYK and YCbCr converted by Pillow). Images of higher bit
+    depth are scaled by the range of their type: 16-bit grayscale by 65535,
+    integer TIFF by the range of its declared bits, floating-point TIFF from
+    [0, 1]. An image whose values fall outside that range, or whose mode
+    cannot be converted, is refused rather than clipped.
 
     Parameters
     ----------
@@ -110,25 +120,27 @@ def read_image(path, *, color="rgb", image_size=None):
         If the file is not an image Pillow can read, or cannot be read
         faithfully as 8 bits.
     """
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as image:
-            image = _as_uint8(image, color)
+            bits = _declared_bits(image, default=32)  # before turning: a turned copy has no TIFF tags
+            image = _as_uint8(ImageOps.exif_transpose(image), color, bits)
     except (*_READ_ERRORS, ValueError) as exc:
         raise _unreadable(path, exc) from None
     return image if image_size is None else resize_image(image, image_size)
 
 
-def _as_uint8(image, color):
-    """The pixels of an open PIL image as uint8, in ``color``; ValueError if they cannot be read faithfully."""
+def _as_uint8(image, color, bits):
+    """The pixels of an open PIL image as uint8, in ``color``; ValueError if they cannot be read faithfully.
+    ``bits``: the bits per sample a mode "I" image declares."""
     mode = image.mode
     if mode == "F" or mode == "I" or mode.startswith("I;16"):
         values = np.asarray(image, dtype=np.float64)
         if mode == "F":
             top, what = 1.0, "floating-point values outside [0, 1]"
         else:
-            bits = 16 if mode != "I" else _declared_bits(image, default=32)
+            bits = 16 if mode != "I" else bits
             top, what = 2.0**bits - 1, f"values outside the range of {bits}-bit integers"
         if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= top):
             raise ValueError(f"{mode} image with {what} ({values.min():g} to {values.max():g}); "
@@ -137,6 +149,12 @@ def _as_uint8(image, color):
         return np.repeat(gray[..., None], 3, axis=2) if color == "rgb" else gray
     if mode not in _EIGHT_BIT_MODES:  # e.g. LAB, which Pillow's convert does not turn into RGB faithfully
         raise ValueError(f"{mode} images are not supported; save it as RGB or grayscale")
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        from PIL import Image
+
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
+        rgb = ((rgba[..., :3] * rgba[..., 3:] + 127) // 255).astype(np.uint8)  # on black, rounded
+        image = Image.fromarray(rgb)
     return np.asarray(image.convert("RGB" if color == "rgb" else "L"), dtype=np.uint8)
 
 
@@ -170,19 +188,25 @@ def resize_image(image, image_size):
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR), dtype=np.uint8)
 
 
-def _read_mask(path, shape, image_size):
-    from PIL import Image
+def _read_mask(path, shape):
+    """The mask of an image of ``shape`` as read; one of another size is refused, never stretched."""
+    from PIL import Image, ImageOps
 
     with Image.open(path) as mask:
-        mask = mask.convert("L")
-        if image_size is None and mask.size != (shape[1], shape[0]):
-            raise ValueError(
-                f"mask {os.fspath(path)!r} is {mask.size[0]}x{mask.size[1]} but its image is "
-                f"{shape[1]}x{shape[0]}."
-            )
-        if image_size is not None:
-            mask = mask.resize((shape[1], shape[0]), Image.NEAREST)
-        return np.asarray(mask) >= 128
+        mask = ImageOps.exif_transpose(mask).convert("L")
+    if mask.size != (shape[1], shape[0]):
+        raise ValueError(
+            f"mask {os.fspath(path)!r} is {mask.size[0]}x{mask.size[1]} but its image is {shape[1]}x{shape[0]}."
+        )
+    return np.asarray(mask) >= 128
+
+
+def _resize_mask(mask, shape):
+    from PIL import Image
+
+    if mask.shape == tuple(shape):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize((shape[1], shape[0]), Image.NEAREST))
 
 
 def _stack(images, files, what):
@@ -193,6 +217,46 @@ def _stack(images, files, what):
             "pass image_size=... to resize them."
         )
     return np.stack(images)
+
+
+def list_anomaly_folder(path):
+    """The image files of an MVTec-layout category folder, without reading them.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The category folder (``train/good/*``, ``test/<type>/*``,
+        ``ground_truth/<type>/<stem>_mask.png``).
+
+    Returns
+    -------
+    files : sklearn.utils.Bunch
+        ``train_files`` and ``test_files``, paths relative to ``path`` in the
+        order :func:`load_anomaly_folder` reads them; ``folders``, the
+        folders it reads from (``path`` itself, ``train/good``, each
+        ``test/<type>`` and ``ground_truth/<type>``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If it has no training images in ``train/good``.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such folder: {os.fspath(path)!r}")
+    train_dir = root / "train" / "good"
+    if not train_dir.is_dir() or not image_files(train_dir):
+        raise ValueError(f"{os.fspath(path)!r} has no training images in train/good/ (MVTec layout expected).")
+    test_dirs = sorted(p for p in (root / "test").iterdir() if p.is_dir()) if (root / "test").is_dir() else []
+    truth = root / "ground_truth"
+    return Bunch(
+        train_files=[str(f.relative_to(root)) for f in image_files(train_dir)],
+        test_files=[str(f.relative_to(root)) for folder in test_dirs for f in image_files(folder)],
+        folders=[root, train_dir, *test_dirs, *(sorted(p for p in truth.iterdir() if p.is_dir())
+                                                 if truth.is_dir() else [])],
+    )
 
 
 def load_anomaly_folder(path, *, image_size=None, color="auto"):
@@ -237,14 +301,10 @@ def load_anomaly_folder(path, *, image_size=None, color="auto"):
     from PIL import Image
 
     root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no such folder: {os.fspath(path)!r}")
-    train_dir = root / "train" / "good"
-    if not train_dir.is_dir() or not image_files(train_dir):
-        raise ValueError(f"{os.fspath(path)!r} has no training images in train/good/ (MVTec layout expected).")
+    listing = list_anomaly_folder(root)
+    train_files = [root / f for f in listing.train_files]
     if color not in ("auto", "rgb", "gray"):
         raise ValueError(f"color must be 'auto', 'rgb' or 'gray', got {color!r}.")
-    train_files = image_files(train_dir)
     if isinstance(image_size, str):
         if image_size != "auto":
             raise ValueError(f"image_size must be an int, (H, W), 'auto' or None, got {image_size!r}.")
@@ -259,31 +319,33 @@ def load_anomaly_folder(path, *, image_size=None, color="auto"):
                     break
 
     train = [read_image(f, color=color, image_size=image_size) for f in train_files]
-    test_images, masks, labels, types, test_files = [], [], [], [], []
-    test_dir = root / "test"
-    for type_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()) if test_dir.is_dir() else []:
-        for file in image_files(type_dir):
-            image = read_image(file, color=color, image_size=image_size)
-            if type_dir.name == "good":
-                mask = np.zeros(image.shape[:2], dtype=bool)
-            else:
-                mask_file = root / "ground_truth" / type_dir.name / f"{file.stem}_mask.png"
-                if not mask_file.is_file():
-                    raise ValueError(f"defective test image {file.relative_to(root)} has no mask "
-                                     f"{mask_file.relative_to(root)}.")
-                mask = _read_mask(mask_file, image.shape[:2], image_size)
-            test_images.append(image)
-            masks.append(mask)
-            labels.append(int(type_dir.name != "good"))
-            types.append(type_dir.name)
-            test_files.append(str(file.relative_to(root)))
+    test_images, masks, labels, types = [], [], [], []
+    for name in listing.test_files:
+        file = root / name
+        type_name = file.parent.name
+        image = read_image(file, color=color)
+        if type_name == "good":
+            mask = np.zeros(image.shape[:2], dtype=bool)
+        else:
+            mask_file = root / "ground_truth" / type_name / f"{file.stem}_mask.png"
+            if not mask_file.is_file():
+                raise ValueError(f"defective test image {name} has no mask {mask_file.relative_to(root)}.")
+            mask = _read_mask(mask_file, image.shape[:2])
+        if image_size is not None:
+            image = resize_image(image, image_size)
+            mask = _resize_mask(mask, image.shape[:2])
+        test_images.append(image)
+        masks.append(mask)
+        labels.append(int(type_name != "good"))
+        types.append(type_name)
+    test_files = listing.test_files
     return Bunch(
         train_images=_stack(train, train_files, "training"),
         test_images=_stack(test_images, test_files, "test") if test_images else None,
         test_masks=np.stack(masks) if masks else None,
         test_labels=np.asarray(labels, dtype=int),
         test_types=np.asarray(types, dtype=str),
-        train_files=[str(f.relative_to(root)) for f in train_files],
+        train_files=listing.train_files,
         test_files=test_files,
         color=color,
     )

@@ -3,9 +3,11 @@
 ``UFlowDetector.save(path)`` writes one safetensors file. Its tensors are the
 flow's and the backbone's weights; its header metadata holds the format name
 and version, the library version, the detector's parameters and fitted
-attributes as JSON, and a SHA-256 checksum of the tensors. Loading reads the
-JSON with ``json.loads``, builds only the classes of this library it names,
-verifies the checksum and loads the tensors: nothing in the file is executed.
+attributes as JSON, and a SHA-256 checksum of the tensors and of that
+metadata. Loading verifies the checksum, reads the JSON with ``json.loads``,
+checks it has the structure ``fit`` gives, builds only the classes of this
+library it names and loads the tensors: nothing in the file is executed, and
+an edited or damaged file is a :class:`ModelFileError`.
 What a fitted detector is made of, and how it is put together again, is
 written here and nowhere else; each part rebuilds itself from its stored
 state through its own public seam (:func:`~sklearn_uflow.flow.load_uflow`,
@@ -14,7 +16,9 @@ the feature steps' ``set_fitted_state``, the segmenter's ``restore_fit``).
 
 import hashlib
 import json
+import math
 import os
+import struct
 
 import numpy as np
 import torch
@@ -25,10 +29,10 @@ from sklearn.utils._param_validation import validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
 from ._docstrings import LOADING, fill_docstring
-from ._files import atomic_path
+from .outputs import atomic_path
 from ._torch_utils import resolve_device
 
-__all__ = ["save_detector", "load_detector", "ModelFileError", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save_detector", "load_detector", "is_model_file", "ModelFileError", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "sklearn-uflow-detector"
 # 2: the backbone is stored with its batch norms folded into its convolutions.
@@ -38,21 +42,96 @@ FORMAT = "sklearn-uflow-detector"
 # 6: the augmentation the flow was fitted with, and the feature step's own fitted state.
 # 7: the segmenter's parameter ``null`` is named ``nfa_null``, as the detector's.
 # 8: the segmenter's calibration (the parameter and the fitted ``calibration_`` knots).
-FORMAT_VERSION = 8
+# 9: the checksum covers the JSON metadata as well as the tensors.
+FORMAT_VERSION = 9
 
 
 class ModelFileError(ValueError):
     """The file is not a readable sklearn-uflow model file."""
 
 
-def _checksum(tensors):
+def _checksum(tensors, metadata):
+    """SHA-256 of the tensors and of every metadata entry but the checksum itself."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].contiguous()
         digest.update(name.encode())
         digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for key in sorted(set(metadata) - {"checksum"}):
+        for text in (key, metadata[key]):  # length-prefixed, so that no two entries read alike
+            data = text.encode()
+            digest.update(struct.pack("<Q", len(data)) + data)
     return digest.hexdigest()
+
+
+def is_model_file(path):
+    """Whether ``path`` is a file that :func:`save_detector` wrote (its header says so).
+
+    Only the file's header is read.
+
+    Parameters
+    ----------
+    path : path-like
+        Any path.
+
+    Returns
+    -------
+    is_model : bool
+        True when the file's header names this library's model format.
+    """
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100_000_000:
+                return False
+            header = json.loads(handle.read(length))
+        return header.get("__metadata__", {}).get("format") == FORMAT
+    except (OSError, ValueError, struct.error, AttributeError):
+        return False
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _numbers(value, length=None, positive=False):
+    return (isinstance(value, list) and (length is None or len(value) == length)
+            and all(_number(v) and (not positive or v > 0) for v in value))
+
+
+def _check_structure(params, fitted):
+    """Raise ModelFileError unless the JSON has the structure ``save_detector`` writes."""
+    from .symmetries import AUGMENTATIONS
+
+    def shapes(value, length):
+        return isinstance(value, list) and all(_numbers(s, length, positive=True) for s in value)
+
+    checks = {
+        "params": isinstance(params, dict) and isinstance(params.get("extractor"), dict)
+        and isinstance(params["extractor"].get("params"), dict),
+        "extractor_": isinstance(fitted.get("extractor_"), dict),
+        "flow_": isinstance(fitted.get("flow_"), dict),
+        "latent_shapes_": shapes(fitted.get("latent_shapes_"), 3) and len(fitted["latent_shapes_"]) > 0,
+        "image_size_": _numbers(fitted.get("image_size_"), 2, positive=True),
+        "n_channels_": fitted.get("n_channels_") in (1, 3),
+        "offset_": _number(fitted.get("offset_")),
+        "augmentation_": fitted.get("augmentation_") in AUGMENTATIONS,
+        "history_": isinstance(fitted.get("history_"), dict),
+    }
+    segmenter = fitted.get("segmenter_")
+    calibration = segmenter.get("calibration_") if isinstance(segmenter, dict) else None
+    checks["segmenter_"] = (
+        isinstance(segmenter, dict) and isinstance(segmenter.get("params"), dict)
+        and isinstance(segmenter.get("null_"), list)
+        and (not checks["latent_shapes_"] or len(segmenter["null_"]) == len(fitted["latent_shapes_"]))
+        and all(_numbers(m, 5) for m in segmenter["null_"]) and _number(segmenter.get("map_level_"))
+        and isinstance(calibration, dict) and _numbers(calibration.get("raw"))
+        and _numbers(calibration.get("calibrated"), len(calibration.get("raw") or []))
+        and _number(calibration.get("ceiling")))
+    wrong = [key for key, valid in checks.items() if not valid]
+    if wrong:
+        raise ModelFileError(f"its {', '.join(wrong)} do not have the structure fit writes (edited file?)")
 
 
 def _extractor_config(extractor):
@@ -142,7 +221,7 @@ def save_detector(detector, path):
     path : str or path-like
         The file to write, whole or not at all.
     """
-    from . import __version__
+    from ._version import __version__
 
     tensors, fitted = _fitted_state(detector)
     params = detector.get_params(deep=False)
@@ -156,8 +235,8 @@ def save_detector(detector, path):
         "library_version": __version__,
         "params": json.dumps(params),
         "fitted": json.dumps(fitted, default=float),
-        "checksum": _checksum(tensors),
     }
+    metadata["checksum"] = _checksum(tensors, metadata)
     with atomic_path(path) as temporary:  # whole or absent, with the umask's permissions
         save_file(tensors, temporary, metadata=metadata)
 
@@ -168,7 +247,7 @@ def load_detector(path):
 
     {loading}
     """
-    from . import UFlowDetector
+    from .detector import UFlowDetector
     from .features import CNNFeatureTransformer, MSCaiTTransformer
 
     path = os.fspath(path)
@@ -188,20 +267,25 @@ def load_detector(path):
             f"sklearn-uflow reads format {FORMAT_VERSION}. Refit, or use the library version that wrote it "
             f"({metadata.get('library_version')})."
         )
-    if _checksum(tensors) != metadata.get("checksum"):
-        raise ModelFileError(f"{path!r}: the weights do not match the file's checksum (corrupted file).")
+    if _checksum(tensors, metadata) != metadata.get("checksum"):
+        raise ModelFileError(f"{path!r}: its weights or parameters do not match the file's checksum (corrupted "
+                             "or edited file).")
     try:
-        params = json.loads(metadata["params"])
-        fitted = json.loads(metadata["fitted"])
+        params, fitted = json.loads(metadata["params"]), json.loads(metadata["fitted"])
+    except (KeyError, ValueError) as exc:
+        raise ModelFileError(f"{path!r} has unreadable parameters: {exc}") from None
+    try:
+        _check_structure(params, fitted)
         config = params.pop("extractor")
         classes = {"CNNFeatureTransformer": CNNFeatureTransformer, "MSCaiTTransformer": MSCaiTTransformer}
         if config.get("class") not in classes:
-            raise ModelFileError(f"{path!r} names an unknown feature step {config.get('class')!r}.")
+            raise ModelFileError(f"it names an unknown feature step {config.get('class')!r}.")
         # JSON turns tuples (the feature step's ``pooling``) into lists; turn them back.
         extractor_params = {k: tuple(v) if isinstance(v, list) else v for k, v in config["params"].items()}
         detector = UFlowDetector(classes[config["class"]](**extractor_params), **params)
         return _restore(detector, tensors, fitted)
-    except ModelFileError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path!r} has unreadable parameters: {exc}") from None
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path!r}: {exc}") from None
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:  # RuntimeError: torch's, on shapes
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFileError(f"{path!r} has parameters that do not fit together: {reason}") from None

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from urllib.parse import quote
 
-from ._files import atomic_path
+from .outputs import atomic_path
 
 __all__ = ["write_report"]
 

@@ -110,7 +110,7 @@ def test_input_size_option(values, expected):
 def test_size_options_name_themselves_when_wrong():
     from sklearn_uflow.cli import CommandError, _size
 
-    with pytest.raises(CommandError, match="--image-size takes SIDE, H W or auto"):
+    with pytest.raises(CommandError, match=r"--image-size takes SIDE, H W \(positive integers\) or auto"):
         _size(["256", "wide"], "--image-size")
 
 
@@ -121,8 +121,9 @@ def test_default_sizes_keep_the_aspect_ratio_of_strips(tmp_path):
     from sklearn_uflow.cli import main
 
     rng = np.random.default_rng(0)
+    (tmp_path / "good").mkdir()
     for i in range(4):  # steel-strip-like images, 2.5 times wider than high
-        Image.fromarray(rng.integers(0, 256, (60, 150, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    assert main(["fit", str(tmp_path), "-o", str(tmp_path / "m.uflow"), "--max-epochs", "1", "--quiet"]) == 0
+        Image.fromarray(rng.integers(0, 256, (60, 150, 3), dtype=np.uint8)).save(tmp_path / f"good/{i}.png")
+    assert main(["fit", str(tmp_path / "good"), "-o", str(tmp_path / "m.uflow"), "--max-epochs", "1", "--quiet"]) == 0
     detector = load_detector(tmp_path / "m.uflow")
     assert detector.image_size_ == (160, 400) and detector.extractor_.input_size_ == (160, 400)

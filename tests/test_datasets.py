@@ -160,7 +160,8 @@ def _image(mode, values):
     ("F", ".tif", GRADIENT / 65535, np.round(GRADIENT * 255 / 65535)),
     ("L", ".png", np.arange(64).reshape(8, 8) * 4, np.arange(64).reshape(8, 8) * 4),
     ("L", ".jpg", np.full((8, 8), 77), np.full((8, 8), 77)),
-    ("LA", ".png", np.stack([np.full((8, 8), 90), np.full((8, 8), 10)], -1), np.full((8, 8), 90)),
+    # on black: a pixel of opacity 10/255 shows 10/255 of its grey
+    ("LA", ".png", np.stack([np.full((8, 8), 90), np.full((8, 8), 10)], -1), np.full((8, 8), np.round(900 / 255))),
 ])
 def test_read_image_scales_every_grayscale_mode_by_its_range(tmp_path, mode, suffix, values, expected):
     path = tmp_path / f"image{suffix}"
@@ -207,3 +208,74 @@ def test_read_image_refuses_what_it_cannot_read_faithfully(tmp_path, mode, value
     with pytest.raises(ValueError, match=match) as error:
         read_image(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_read_image_follows_the_exif_orientation(tmp_path):
+    """A camera's JPEG stored landscape, tagged "turn 90 degrees clockwise to view" (orientation 6): read as viewers
+    show it, portrait, in fit, predict and evaluate alike (all read through read_image and auto_image_size)."""
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[:, :8] = 255  # the stored image's left quarter is white
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "camera.jpg", exif=exif, quality=95)
+    image = read_image(tmp_path / "camera.jpg")
+    assert image.shape == (32, 16, 3)
+    # turned clockwise, the stored left quarter is the top quarter
+    assert image[:8].mean() > 240 and image[10:].mean() < 15
+    assert auto_image_size([tmp_path / "camera.jpg"]) == auto_image_size([_portrait(tmp_path)])
+
+
+def _portrait(tmp_path):
+    Image.fromarray(np.zeros((32, 16, 3), np.uint8)).save(tmp_path / "portrait.png")
+    return tmp_path / "portrait.png"
+
+
+def test_the_loader_reads_turned_images_and_their_masks_alike(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for folder in ("train/good", "test/crack", "ground_truth/crack"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("train/good/000.jpg", "test/crack/000.jpg"):
+        Image.fromarray(np.full((16, 32, 3), 128, np.uint8)).save(tmp_path / name, exif=exif)
+    mask = np.zeros((32, 16), np.uint8)  # drawn on the image as shown: portrait
+    mask[:4] = 255
+    Image.fromarray(mask).save(tmp_path / "ground_truth/crack/000_mask.png")
+    data = load_anomaly_folder(tmp_path)
+    assert data.test_images.shape == (1, 32, 16, 3) and data.test_masks[0, :4].all()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "PA", "LA", "P"])
+def test_transparent_pixels_are_composited_on_black(tmp_path, mode):
+    """Colour under transparent pixels is not scored as if visible: a pixel of opacity a shows a times its
+    colour, as on a black background."""
+    colour = np.array([200, 100, 50])
+    alpha = np.tile(np.array([0, 51, 255], np.uint8), (3, 1))
+    rgb = np.broadcast_to(colour, (3, 3, 3)).astype(np.uint8)
+    if mode == "P":  # a palette image with one transparent entry
+        image = Image.fromarray(rgb).quantize(4)
+        index = np.asarray(image).copy()
+        index[:, 0] = 3
+        image = Image.fromarray(index, "P")
+        image.putpalette([*colour, *colour, *colour, 255, 0, 0])
+        image.info["transparency"] = 3
+        expected = np.broadcast_to(colour, (3, 3, 3)).copy()
+        expected[:, 0] = 0
+    else:
+        image = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+        if mode == "LA":
+            image = image.convert("LA")
+            rgb = np.asarray(image)[..., :1].repeat(3, axis=2)
+        elif mode == "PA":
+            image = image.convert("PA")
+        expected = np.round(rgb.astype(float) * alpha[..., None] / 255)
+    image.save(tmp_path / "image.png" if mode != "PA" else tmp_path / "image.tif")
+    read = read_image(tmp_path / ("image.png" if mode != "PA" else "image.tif"))
+    np.testing.assert_allclose(read, expected, atol=1 if mode == "PA" else 0)
+    assert read[:, 0].max() == 0  # fully transparent: black, whatever colour it hides
+
+
+def test_a_mask_of_another_size_is_refused_even_when_resizing(tmp_path):
+    root = _tiny_folder(tmp_path, mask_shape=(9, 8))
+    for image_size in (None, 16, "auto"):
+        with pytest.raises(ValueError, match="mask .* is 8x9 but its image is 8x8"):
+            load_anomaly_folder(root, image_size=image_size)

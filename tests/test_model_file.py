@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from sklearn_uflow import UFlowDetector
-from sklearn_uflow.model_file import FORMAT_VERSION, ModelFileError
+from sklearn_uflow.model_file import FORMAT_VERSION, ModelFileError, _checksum, is_model_file
 
 
 def test_save_load_round_trip(saved):
@@ -34,6 +34,9 @@ def test_truncated_corrupted_and_foreign_files_are_refused(saved, tmp_path):
     save_file({"w": torch.zeros(2)}, tmp_path / "foreign.safetensors")
     with pytest.raises(ModelFileError, match="not an sklearn-uflow model file"):
         UFlowDetector.load(tmp_path / "foreign.safetensors")
+    # What fit -o may replace (with --overwrite): files whose header says sklearn-uflow wrote them.
+    assert is_model_file(path) and is_model_file(tmp_path / "truncated.uflow")
+    assert not any(is_model_file(tmp_path / name) for name in ("foreign.safetensors", "pickle.uflow", "missing"))
     (tmp_path / "pickle.uflow").write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(ModelFileError):
         UFlowDetector.load(tmp_path / "pickle.uflow")
@@ -49,14 +52,65 @@ class _Payload:
         return (open, (str(self.marker), "w"))
 
 
-def _rewrite(path, target, **metadata_changes):
+def _rewrite(path, target, forge=True, **metadata_changes):
+    """Copy a model file with its metadata changed and, as a forger would (``forge``), its checksum recomputed."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         metadata = dict(handle.metadata())
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     metadata.update(metadata_changes)
+    if forge:
+        metadata["checksum"] = _checksum(tensors, metadata)
     save_file(tensors, target, metadata=metadata)
+
+
+def _fitted(path):
+    import json
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return json.loads(handle.metadata()["fitted"])
+
+
+def test_an_edited_model_file_is_refused(saved, tmp_path):
+    import json
+
+    _, path, _ = saved
+    fitted = _fitted(path)
+    # An edit that would change decisions silently: the threshold's offset, the image size.
+    for key, value in (("offset_", fitted["offset_"] + 1.0), ("image_size_", [64, 64])):
+        _rewrite(path, tmp_path / "edited.uflow", forge=False, fitted=json.dumps({**fitted, key: value}))
+        with pytest.raises(ModelFileError, match="checksum"):
+            UFlowDetector.load(tmp_path / "edited.uflow")
+    # Forged: the checksum recomputed. The structure is checked, and parts that do not fit are a ModelFileError
+    # (not torch's RuntimeError).
+    broken = {**fitted, "latent_shapes_": "wide", "n_channels_": 4}
+    _rewrite(path, tmp_path / "broken.uflow", fitted=json.dumps(broken))
+    with pytest.raises(ModelFileError, match="latent_shapes_, n_channels_ do not have the structure fit writes"):
+        UFlowDetector.load(tmp_path / "broken.uflow")
+    flow = {**fitted["flow_"], "n_steps": fitted["flow_"]["n_steps"] + 1}
+    _rewrite(path, tmp_path / "architecture.uflow", fitted=json.dumps({**fitted, "flow_": flow}))
+    with pytest.raises(ModelFileError, match="do not fit together"):
+        UFlowDetector.load(tmp_path / "architecture.uflow")
+
+
+def test_the_command_line_refuses_an_edited_model_with_one_line(saved, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    _, path, X = saved
+    _rewrite(path, tmp_path / "edited.uflow", forge=False,
+             fitted=json.dumps({**_fitted(path), "offset_": 123.0}))
+    Image.fromarray(X[0]).save(tmp_path / "a.png")
+    result = subprocess.run([sys.executable, "-m", "sklearn_uflow.cli", "predict", str(tmp_path / "edited.uflow"),
+                             str(tmp_path / "a.png"), "-o", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 2 and "checksum" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_pickle_payloads_are_never_executed(saved, tmp_path):

@@ -12,6 +12,7 @@ import pytest
 
 from sklearn_uflow import UFlowDetector
 from sklearn_uflow._torch_utils import torch_threads
+from sklearn_uflow.outputs import RECORD, read_record
 from sklearn_uflow.batch import RESULT_COLUMNS, score_files
 from sklearn_uflow.datasets import read_image
 
@@ -115,7 +116,9 @@ def _with_a_broken_file(files, tmp_path):
 
 
 def _outputs(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """The files a run wrote, and their bytes; the run's record (which names its process) by its list of files."""
+    files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != RECORD}
+    return files | {RECORD: read_record(folder)["files"]}
 
 
 def test_folder_scoring_on_a_cluster_writes_the_local_files(hazelnut, detector, client, tmp_path):
