@@ -266,6 +266,8 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
     names = output_names(files)
     outputs = [*image_outputs(names), "results.csv"]
     if isinstance(output_dir, OutputFolder):
+        if not output_dir.is_open:
+            raise ValueError("score_files writes into an OutputFolder inside its with block only.")
         if missing := set(outputs) - set(output_dir.outputs):
             raise ValueError(f"the output folder does not plan {len(missing)} of the files written, e.g. "
                              f"{sorted(missing)[0]}.")

@@ -301,6 +301,11 @@ class OutputFolder:
         self.command = command
         self._lock = None
 
+    @property
+    def is_open(self):
+        """Whether the run holds the folder (inside its ``with`` block)."""
+        return self._lock is not None
+
     def check(self):
         """Check that the run may write its outputs here, touching nothing.
 

@@ -282,6 +282,8 @@ def test_score_files_follows_the_same_rules(saved, tmp_path):
     for bad in ({"files_per_task": 0}, {"epsilon": 0.0}, {"epsilon": float("nan")}):
         with pytest.raises(ValueError):
             score_files(detector, files, tmp_path / "new", **bad)
+    with pytest.raises(ValueError, match="inside its with block"):  # a folder not held: no lock, no record
+        score_files(detector, files, OutputFolder(tmp_path / "new", ["000_map.png"]))
     assert not (tmp_path / "new").exists()
 
 
