@@ -104,7 +104,7 @@ def run_category(category):
         "image_auroc_max_map": image_roc_auc(labels, maps.max(axis=(1, 2))),
         "image_auroc_min_log_nfa": image_roc_auc(labels, -log_nfa.min(axis=(1, 2))),
         "fit_seconds": fit_seconds, "fit_seconds_per_image": fit_seconds / len(data.train_images),
-        "epochs": len(detector.history_["train_bpd"]), "best_epoch": detector.history_["best_epoch"],
+        "epochs": len(detector.validation_loss_curve_) or detector.n_iter_, "best_epoch": detector.n_iter_,
         "anomaly_maps_ms": maps_ms, "log_nfa_maps_ms": nfa_ms,
         "segmentation": segmentation,
         "miou_oracle_map": oracle,

@@ -79,7 +79,7 @@ def lite0():
     again = UFlowDetector(extractor="efficientnet_lite0", random_state=0, device=DEVICE).fit(X[train])
     row = ["efficientnet_lite0, 256×256, defaults", f"{len(train)} / {len(test)}",
            f"{fit_seconds:.1f} ({fit_seconds / len(train):.3f})",
-           f"{detector.history_['best_epoch']} / {len(detector.history_['train_bpd'])}",
+           f"{detector.n_iter_} / {len(detector.validation_loss_curve_) or detector.n_iter_}",
            f"{1000 * maps_seconds / len(test):.2f}", f"{peak:.2f}"]
     checks = [
         ["pixel AUROC on the synthetic test images (GPU fit)", f"{100 * pixel_roc_auc(masks[test], maps):.2f}"],
@@ -114,7 +114,7 @@ def mscait():
     _, maps_seconds = _timed(detector.anomaly_maps, test)
     return ["MS-CaiT (random weights from local files), 448×448, max_epochs=3", f"{len(train)} / {len(test)}",
             f"{fit_seconds:.1f} ({fit_seconds / len(train):.3f})",
-            f"{detector.history_['best_epoch']} / {len(detector.history_['train_bpd'])}",
+            f"{detector.n_iter_} / {len(detector.validation_loss_curve_) or detector.n_iter_}",
             f"{1000 * maps_seconds / len(test):.2f}", f"{_peak_gib():.2f}"]
 
 

@@ -132,14 +132,16 @@ def evaluate(setting, train, data, seed):
         scores = log_nfa.min(axis=(1, 2))  # score_samples
         detected = scores <= np.log10(detector.epsilon)  # predict, with contamination="auto"
         chosen = detector.augmentation_
-        history = detector.history_
-        held_out_bpd = min(history["val_bpd"], default=np.nan)
+        held_out_bpd = detector.best_validation_loss_ if detector.best_validation_loss_ is not None else np.nan
         curve = detector.segmenter_.false_alarm_curve_
         if curve is not None:  # the false alarms measured on the held-out images
             print("  held-out images flagged at epsilon", dict(zip(curve["epsilon"].round(3).tolist(),
                                                                   curve["images_flagged"].round(3).tolist())))
-        print("  fit:", {k: v if isinstance(v, (int, str)) else float(f"{v:.3g}") for k, v in history.items()
-                         if not isinstance(v, (list, dict))}, flush=True)
+        record = {"n_splits": detector.n_splits_, "n_iter": detector.n_iter_, "seconds": detector.fit_seconds_,
+                  "held_out_bpd": held_out_bpd,
+                  **{f"bpd_{k}": v for k, v in detector.augmentation_validation_loss_.items()}}
+        print("  fit:", {k: v if isinstance(v, (int, str)) else float(f"{v:.3g}") for k, v in record.items()},
+              flush=True)
     if "boxes" in data:  # letterboxed: each map cropped to its image and scored on the squashed image's grid
         maps = np.concatenate([F.interpolate(torch.from_numpy(np.ascontiguousarray(m[box]))[None, None],
                                              size=m.shape, mode="bilinear", align_corners=False)[0].numpy()

@@ -1,10 +1,11 @@
-"""The component tree of a map's upper level sets, in the depth-first order that turns subtrees into ranges.
+"""The component tree of a map's upper level sets, and its reduction to the most significant regions.
 
 The nodes are the connected components (4-connectivity) of the sets
 ``{u >= lambda}``; a node's subtree is a contiguous range of the preorder, so
 questions about subtrees become prefix sums and range-minimum queries
-(:class:`RangeMin`). No statistics here: :mod:`sklearn_uflow.acontrario`
-scores the nodes.
+(:class:`RangeMin`). :func:`significant_regions` scores the nodes by the law
+of :mod:`sklearn_uflow._nfa_law` and keeps the most significant ones (the
+paper's procedures 1 and 2).
 """
 
 from typing import NamedTuple
@@ -14,7 +15,9 @@ from scipy import sparse
 from scipy.sparse.csgraph import depth_first_order
 from skimage.morphology import max_tree
 
-__all__ = ["ComponentTree", "RangeMin", "component_tree"]
+from ._nfa_law import NullModel, log10_number_of_tests
+
+__all__ = ["ComponentTree", "RangeMin", "component_tree", "significant_regions"]
 
 
 class RangeMin:
@@ -138,3 +141,87 @@ def component_tree(u):
     own_pixels = np.concatenate(([0], np.cumsum(np.bincount(owner, minlength=n_nodes)[pre])))
     area = own_pixels[end] - own_pixels[start]
     return ComponentTree(values[node_pixel], node_parent, area, owner, pre, start, end)
+
+
+def significant_regions(u, df, total_pixels=None, null=None):
+    """Most significant regions of one scale and their ``log10 NFA``.
+
+    Parameters
+    ----------
+    u : ndarray of shape (H, W)
+        ``sum_k z_k^2`` at each pixel.
+    df : int
+        Number of latent channels ``C`` (degrees of freedom); unused when
+        ``null`` is given.
+    total_pixels : int, default=None
+        Pixels of all scales together (for the number of tests); default
+        this scale's.
+    null : NullModel, default=None
+        The law of ``u`` under normality; default ``NullModel.theory(df)``.
+        Region sizes are then counted in independent units of
+        ``null.area`` pixels; positions are still counted in pixels.
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (H, W)
+        0 outside the selected regions, ``k + 1`` inside region ``k``.
+    log_nfa : ndarray of float64, shape (n_regions,)
+        ``log10 N_T(|R|) + |R| * log10 P(chi2_C >= min_R u)`` of each region
+        (with a null model: ``|R|`` in units of its area, ``chi2`` scaled).
+
+    Notes
+    -----
+    The nodes of the component tree are the connected components of the
+    upper level sets ``{u >= lambda}``; a node is more significant when its
+    NFA is lower. The paper's procedures are: (1)
+    replace each branch that hangs from a leaf through single-child nodes by
+    its most significant node; (2) when all children of a node are leaves and
+    the node is at least as significant as each of them, replace them by the
+    node; repeat until nothing changes. Following the procedures bottom-up
+    shows that a subtree ends as a single leaf exactly when no node with two
+    or more children inside it is less significant than one of its
+    descendants, and that leaf is then the subtree's most significant node.
+    The final leaves are the maximal such subtrees. With the nodes in
+    depth-first preorder every subtree is a contiguous range, so all of this
+    is prefix sums and range-minimum queries: no recursion and no Python loop
+    over nodes.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    pixels = u.size
+    margin = 2 if min(u.shape) < 3 else 0
+    if margin:
+        # skimage's max_tree needs 3 pixels a side: frame the map with a
+        # level below all others, which only adds pixels to the root.
+        u = np.pad(u, margin, constant_values=u.min() - 1)
+    tree = component_tree(u)
+    n_nodes = len(tree.level)
+    pre, start, end = tree.preorder, tree.start, tree.end
+    null = null or NullModel.theory(df)
+    observations = np.maximum(tree.area / null.area, 1.0)
+    # Positions are counted in pixels, shapes in independent units: shapes
+    # that differ below the correlation scale are the same test.
+    log_nfa = log10_number_of_tests(observations, pixels, total_pixels or pixels)
+    log_nfa += observations * null.log10_sf(tree.level)
+
+    root = tree.root
+    n_children = np.bincount(tree.parent[np.arange(n_nodes) != root], minlength=n_nodes)
+    lowest = RangeMin(log_nfa[pre])
+    below = lowest.values[lowest.argmin(start + 1, end)]
+    blocking = (n_children >= 2) & (log_nfa > below)
+    blocked = np.concatenate(([0], np.cumsum(blocking[pre])))
+    collapses = (blocked[end] - blocked[start]) == 0
+    final = collapses & (~collapses[tree.parent] | (np.arange(n_nodes) == root))
+    final = np.flatnonzero(final)
+    best = pre[lowest.argmin(start[final], end[final])]
+
+    # Mark each chosen region's preorder range, then map nodes back to pixels.
+    marks = np.zeros(n_nodes + 1, np.int64)
+    region = np.arange(1, len(best) + 1)
+    np.add.at(marks, start[best], region)
+    np.add.at(marks, end[best], -region)
+    node_label = np.empty(n_nodes, np.int64)
+    node_label[pre] = np.cumsum(marks[:-1])
+    labels = node_label[tree.owner].reshape(u.shape)
+    if margin:
+        labels = labels[margin:-margin, margin:-margin]
+    return labels, log_nfa[best]

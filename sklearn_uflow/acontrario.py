@@ -15,26 +15,31 @@ it, so the segmenter calibrates the NFA on held-out normal images
 (:mod:`sklearn_uflow.calibration`): then a normal image holds a detection with
 probability at most ``epsilon``, as measured rather than assumed.
 
-The tree reduction is vectorised: see :func:`significant_regions` for how the
-iterated prune-and-merge procedures reduce to range queries over a depth-first
-order of the tree.
+The module's parts follow the method: the law of ``u`` and the number of
+tests (:mod:`sklearn_uflow._nfa_law`), the component tree and its reduction
+to the most significant regions (:mod:`sklearn_uflow._component_tree`; see
+:func:`significant_regions` for how the iterated prune-and-merge procedures
+reduce to range queries over a depth-first order of the tree), the
+delineation of the detections by the anomaly map
+(:mod:`sklearn_uflow._delineation`), and here the maps of a batch and the
+estimator.
 """
 
 import numbers
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from joblib import Parallel, delayed
-from scipy import ndimage, special
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.model_selection import KFold
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._component_tree import RangeMin, component_tree
+from ._component_tree import component_tree, significant_regions
+from ._delineation import DELINEATION_SHARE, delineate
 from ._docstrings import ROWS, fill_docstring
 from ._images import resize_maps, split_features
+from ._nfa_law import NullModel, fit_null, log10_chi2_sf, log10_nfa_ceiling, log10_number_of_tests, squared_norms
 from .anomaly_map import smoothed_anomaly_maps
 from .calibration import ConformalCalibration, conformal_calibration, false_alarm_curve
 
@@ -52,383 +57,18 @@ __all__ = [
     "delineate",
 ]
 
-# Fixed polyominoes of size r number about ALPHA * BETA**r / r (Jensen, 2001).
-POLYOMINO_ALPHA = 0.316915
-POLYOMINO_BETA = 4.062570
-
-_LN10 = np.log(10.0)
-
 #: calibration="held_out": the images given to ``fit`` are scored in this many
 #: groups, each by a null fitted on the others.
 CALIBRATION_FOLDS = 5
 #: The default NFA threshold (see the user guide, "Choosing epsilon").
 DEFAULT_EPSILON = 0.05
-#: delineate(): how far from the map's level to a detection's height, in
-#: evidence units, its extent reaches (chosen on the development set).
-DELINEATION_SHARE = 0.3
 
 
-def _log_chi2_sf_continued_fraction(x, df, n_terms=300):
-    """Natural log of P(chi2_df >= x) from the Legendre continued fraction of
-    the upper incomplete gamma function (modified Lentz), valid for
-    x/2 > df/2 + 1; it never underflows because it stays in log space."""
-    a, t = 0.5 * df, 0.5 * x
-    tiny = 1e-300
-    b = t + 1.0 - a
-    c = np.full_like(t, 1.0 / tiny)
-    d = 1.0 / b
-    h = d.copy()
-    for i in range(1, n_terms + 1):
-        an = -i * (i - a)
-        b = b + 2.0
-        d = an * d + b
-        d = np.where(np.abs(d) < tiny, tiny, d)
-        c = b + an / c
-        c = np.where(np.abs(c) < tiny, tiny, c)
-        d = 1.0 / d
-        delta = d * c
-        h = h * delta
-        if np.all(np.abs(delta - 1.0) < 1e-15):
-            break
-    return -t + a * np.log(t) - special.gammaln(a) + np.log(h)
-
-
-def log10_chi2_sf(x, df):
-    """``log10 P(chi2_df >= x)``, accurate from x = 0 to far in the tail.
-
-    Where the probability is representable it is computed exactly by SciPy
-    (through the lower tail when it is close to 1, to keep its digits); where
-    it underflows double precision, by the continued fraction of the
-    incomplete gamma function in log space. The result is never below
-    ``log10 0.5`` for ``x`` below the median: small values are not
-    significant.
-
-    Parameters
-    ----------
-    x : array-like
-        Non-negative values of the statistic.
-    df : float
-        Degrees of freedom.
-
-    Returns
-    -------
-    log_sf : ndarray of float64
-        Same shape as ``x``; 0 at ``x = 0``.
-
-    Examples
-    --------
-    >>> from sklearn_uflow.acontrario import log10_chi2_sf
-    >>> print(f"{log10_chi2_sf(2.0, 2):.6f}")  # P = exp(-1)
-    -0.434294
-    >>> print(f"{log10_chi2_sf(4000.0, 2):.6f}")  # exp(-2000) underflows, its log does not
-    -868.588964
-    """
-    x = np.maximum(np.asarray(x, dtype=np.float64), 0.0)
-    shape, x = x.shape, x.reshape(-1)
-    a = 0.5 * df
-    upper = special.gammaincc(a, 0.5 * x)
-    out = np.empty_like(x)
-    body = x < df
-    out[body] = np.log1p(-special.gammainc(a, 0.5 * x[body])) / _LN10
-    tail = ~body & (upper > 1e-290)
-    out[tail] = np.log10(upper[tail])
-    far = ~body & ~tail
-    if np.any(far):
-        out[far] = _log_chi2_sf_continued_fraction(x[far], df) / _LN10
-    return out.reshape(shape)[()]
-
-
-def log10_number_of_tests(region_size, scale_pixels, total_pixels):
-    """``log10 N_T`` for regions of ``region_size`` pixels at a scale.
-
-    The false-alarm budget is split evenly over every (scale, region size)
-    pair, and within a pair over every connected region of that size: at
-    each of the scale's ``N_s`` pixels, ``ALPHA * BETA**r / r`` fixed
-    polyominoes of size ``r`` could be placed. So
-
-    ``N_T(r) = (sum_s N_s) * N_s * ALPHA * BETA**r / r``
-
-    and, summed over all regions of all sizes of all scales, the weights
-    ``1 / N_T`` add up to at most 1: the expected number of regions with
-    ``NFA <= epsilon`` under normality is at most ``epsilon``.
-
-    Parameters
-    ----------
-    region_size : int or ndarray of int
-        Pixels in the region(s).
-    scale_pixels : int
-        ``N_s``, pixels of the region's scale.
-    total_pixels : int
-        ``sum_s N_s`` over the scales.
-
-    Returns
-    -------
-    log_n_tests : float or ndarray of float64
-        ``log10 N_T`` of each region size.
-
-    Examples
-    --------
-    >>> from sklearn_uflow.acontrario import log10_number_of_tests
-    >>> round(float(log10_number_of_tests(1, 1, 1)), 6)  # ALPHA * BETA
-    0.109744
-    """
-    r = np.asarray(region_size, dtype=np.float64)
-    return (np.log10(total_pixels) + np.log10(scale_pixels) + np.log10(POLYOMINO_ALPHA)
-            + r * np.log10(POLYOMINO_BETA) - np.log10(r))
-
-
-def log10_nfa_ceiling(scale_pixels):
-    """Compute the largest log10 NFA reported, a single pixel's with no evidence.
-
-    That of one pixel with no evidence at all (PFA = 1) at the largest
-    scale. Pixels in no selected region carry it, and no region reports
-    more.
-
-    Parameters
-    ----------
-    scale_pixels : sequence of int
-        The pixel counts of the scales.
-
-    Returns
-    -------
-    ceiling : float
-        ``log10 N_T(1)`` at the largest scale.
-    """
-    return float(log10_number_of_tests(1, max(scale_pixels), sum(scale_pixels)))
-
-
-class NullModel(NamedTuple):
-    """What normal latents look like at one scale.
-
-    ``u = sum_k z_k^2`` follows ``scale * chi2(dof)`` at each pixel up to
-    ``tail_start``; beyond it, its survival function decays exponentially
-    with mean excess ``tail_scale`` (a peaks-over-threshold tail; ``inf``
-    for none). Pixels closer than the correlation ``area`` (in pixels) are
-    dependent: a region of ``|R|`` pixels counts as ``max(|R| / area, 1)``
-    independent observations. The theory of a perfect flow is
-    ``NullModel(1, C, 1, inf, 0)``.
-
-    Parameters
-    ----------
-    scale : float
-        Scale of the chi-square law of ``u``.
-    dof : float
-        Its degrees of freedom.
-    area : float
-        Correlation area, in pixels.
-    tail_start : float, default=inf
-        Where the exponential tail starts.
-    tail_scale : float, default=0.0
-        The tail's mean excess.
-    """
-
-    scale: float
-    dof: float
-    area: float
-    tail_start: float = np.inf
-    tail_scale: float = 0.0
-
-    @classmethod
-    def theory(cls, channels):
-        """Build the null of i.i.d. N(0, 1) latents, the paper's.
-
-        Parameters
-        ----------
-        channels : int
-            Latent channels at the scale.
-
-        Returns
-        -------
-        null : NullModel
-            ``NullModel(1, channels, 1)``.
-        """
-        return cls(1.0, float(channels), 1.0)
-
-    def log10_sf(self, u):
-        """Compute ``log10 P(U >= u)`` under this model.
-
-        Parameters
-        ----------
-        u : array-like
-            Values of ``sum_k z_k^2``.
-
-        Returns
-        -------
-        log_sf : ndarray of float64
-            The same shape as ``u``.
-        """
-        u = np.asarray(u, dtype=np.float64)
-        body = log10_chi2_sf(np.minimum(u, self.tail_start) / self.scale, self.dof)
-        if not np.isfinite(self.tail_start):
-            return body
-        excess = np.maximum(u - self.tail_start, 0.0)
-        return body - excess / (self.tail_scale * _LN10)
-
-
-def _correlation_area(u):
-    """Integral of the spatial autocorrelation of ``u`` (``(n, H, W)``) over
-    the lags, within a quarter of the map, where it stands clear of the
-    estimate's noise: the area over which pixels are dependent."""
-    n, height, width = u.shape
-    centred = u - u.mean(axis=(1, 2), keepdims=True)
-    spectrum = np.fft.rfft2(centred, s=(2 * height, 2 * width))
-    correlation = np.fft.irfft2(np.abs(spectrum) ** 2, s=(2 * height, 2 * width)).sum(0)
-    if correlation[0, 0] <= 0:
-        return 1.0
-    correlation /= correlation[0, 0]
-    rows = np.r_[0 : max(height // 4, 1), -max(height // 4, 1) + 1 : 0]
-    cols = np.r_[0 : max(width // 4, 1), -max(width // 4, 1) + 1 : 0]
-    window = correlation[np.ix_(rows % (2 * height), cols % (2 * width))]
-    noise = 3.0 / np.sqrt(u.size)  # ~3 standard errors of a null correlation
-    return float(max(window[window > noise].sum(), 1.0))
-
-
-def fit_null(latents):
-    """Estimate the null model of each scale from latents of normal images.
-
-    A trained flow does not make latents exactly i.i.d. N(0, 1): channels
-    of a pixel stay correlated, which inflates the variance of ``u``, and
-    neighbouring pixels stay dependent. Matching the first two moments of
-    ``u`` by ``scale * chi2(dof)`` (Satterthwaite's approximation) and
-    measuring the correlation area from the autocorrelation keeps the a
-    contrario test's form with the dependence the data show.
-
-    Parameters
-    ----------
-    latents : list of torch.Tensor or ndarray of shape (n, C, H, W)
-        Latents of held-out normal images, one entry per scale.
-
-    Returns
-    -------
-    null : list of NullModel
-        One per scale.
-    """
-    null = []
-    for z in latents:
-        u = _squared_norms(z)
-        mean, var = float(u.mean()), float(u.var())
-        if not var > 0:
-            null.append(NullModel.theory(z.shape[1]))
-            continue
-        # The moments fit the bulk; the extreme tail, which decides the
-        # false alarms, is heavier: model it beyond the 99th percentile by
-        # the exponential decay of the observed excesses, but never lighter
-        # than the scaled chi-square's own tail.
-        scale, dof = var / (2 * mean), 2 * mean**2 / var
-        start = float(np.quantile(u, 0.99))
-        excess = u[u > start] - start
-        tail_scale = max(float(excess.mean()) if excess.size else 0.0, 2 * scale)
-        null.append(NullModel(scale, dof, _correlation_area(u), start, tail_scale))
-    return null
-
-
-def _squared_norms(z):
-    """``u = sum_k z_k^2`` per image, ``(n, H, W)`` float64.
-
-    Summed image by image in the latents' own precision (float32 from the
-    flow), which keeps the work in cache: a float64 copy of a batch of
-    MS-CaiT latents would cost more than the whole segmentation. float64 is
-    used where float32 overflows.
-    """
-    z = z.detach().cpu().numpy() if torch.is_tensor(z) else np.asarray(z)
-    if z.dtype not in (np.float32, np.float64):
-        z = z.astype(np.float32)
-    u = np.stack([np.einsum("chw,chw->hw", x, x) for x in z]).astype(np.float64)
-    if not np.isfinite(u).all():
-        z = z.astype(np.float64)
-        u = np.stack([np.einsum("chw,chw->hw", x, x) for x in z])
-    return u
-
-
-def significant_regions(u, df, total_pixels=None, null=None):
-    """Most significant regions of one scale and their ``log10 NFA``.
-
-    Parameters
-    ----------
-    u : ndarray of shape (H, W)
-        ``sum_k z_k^2`` at each pixel.
-    df : int
-        Number of latent channels ``C`` (degrees of freedom); unused when
-        ``null`` is given.
-    total_pixels : int, default=None
-        Pixels of all scales together (for the number of tests); default
-        this scale's.
-    null : NullModel, default=None
-        The law of ``u`` under normality; default ``NullModel.theory(df)``.
-        Region sizes are then counted in independent units of
-        ``null.area`` pixels; positions are still counted in pixels.
-
-    Returns
-    -------
-    labels : ndarray of int64, shape (H, W)
-        0 outside the selected regions, ``k + 1`` inside region ``k``.
-    log_nfa : ndarray of float64, shape (n_regions,)
-        ``log10 N_T(|R|) + |R| * log10 P(chi2_C >= min_R u)`` of each region
-        (with a null model: ``|R|`` in units of its area, ``chi2`` scaled).
-
-    Notes
-    -----
-    The nodes of the component tree are the connected components of the
-    upper level sets ``{u >= lambda}``; a node is more significant when its
-    NFA is lower. The paper's procedures are: (1)
-    replace each branch that hangs from a leaf through single-child nodes by
-    its most significant node; (2) when all children of a node are leaves and
-    the node is at least as significant as each of them, replace them by the
-    node; repeat until nothing changes. Following the procedures bottom-up
-    shows that a subtree ends as a single leaf exactly when no node with two
-    or more children inside it is less significant than one of its
-    descendants, and that leaf is then the subtree's most significant node.
-    The final leaves are the maximal such subtrees. With the nodes in
-    depth-first preorder every subtree is a contiguous range, so all of this
-    is prefix sums and range-minimum queries: no recursion and no Python loop
-    over nodes.
-    """
-    u = np.asarray(u, dtype=np.float64)
-    pixels = u.size
-    margin = 2 if min(u.shape) < 3 else 0
-    if margin:
-        # skimage's max_tree needs 3 pixels a side: frame the map with a
-        # level below all others, which only adds pixels to the root.
-        u = np.pad(u, margin, constant_values=u.min() - 1)
-    tree = component_tree(u)
-    n_nodes = len(tree.level)
-    pre, start, end = tree.preorder, tree.start, tree.end
-    null = null or NullModel.theory(df)
-    observations = np.maximum(tree.area / null.area, 1.0)
-    # Positions are counted in pixels, shapes in independent units: shapes
-    # that differ below the correlation scale are the same test.
-    log_nfa = log10_number_of_tests(observations, pixels, total_pixels or pixels)
-    log_nfa += observations * null.log10_sf(tree.level)
-
-    root = tree.root
-    n_children = np.bincount(tree.parent[np.arange(n_nodes) != root], minlength=n_nodes)
-    lowest = RangeMin(log_nfa[pre])
-    below = lowest.values[lowest.argmin(start + 1, end)]
-    blocking = (n_children >= 2) & (log_nfa > below)
-    blocked = np.concatenate(([0], np.cumsum(blocking[pre])))
-    collapses = (blocked[end] - blocked[start]) == 0
-    final = collapses & (~collapses[tree.parent] | (np.arange(n_nodes) == root))
-    final = np.flatnonzero(final)
-    best = pre[lowest.argmin(start[final], end[final])]
-
-    # Mark each chosen region's preorder range, then map nodes back to pixels.
-    marks = np.zeros(n_nodes + 1, np.int64)
-    region = np.arange(1, len(best) + 1)
-    np.add.at(marks, start[best], region)
-    np.add.at(marks, end[best], -region)
-    node_label = np.empty(n_nodes, np.int64)
-    node_label[pre] = np.cumsum(marks[:-1])
-    labels = node_label[tree.owner].reshape(u.shape)
-    if margin:
-        labels = labels[margin:-margin, margin:-margin]
-    return labels, log_nfa[best]
-
-
-def _image_log_nfa(squared_norms, null, size):
+def _image_log_nfa(norms, null, size):
     """log10 NFA map of one image from its per-scale ``u`` maps."""
-    pixels = [u.size for u in squared_norms]
+    pixels = [u.size for u in norms]
     merged = np.full(size, log10_nfa_ceiling(pixels))
-    for u, model in zip(squared_norms, null):
+    for u, model in zip(norms, null):
         labels, log_nfa = significant_regions(u, None, sum(pixels), model)
         scale_map = np.concatenate(([np.inf], log_nfa))[labels]
         np.minimum(merged, resize_maps(torch.from_numpy(scale_map)[None], size, mode="nearest")[0].numpy(),
@@ -461,7 +101,7 @@ def log_nfa_maps(latents, size=None, n_jobs=None, null=None):
         Pixels outside every selected region carry
         :func:`log10_nfa_ceiling`, and no pixel carries more.
     """
-    squared = [_squared_norms(z) for z in latents]
+    squared = [squared_norms(z) for z in latents]
     null = null or [NullModel.theory(z.shape[1]) for z in latents]
     size = tuple(int(v) for v in (size if size is not None else squared[0].shape[1:]))
     jobs = [([s[i] for s in squared], null, size) for i in range(len(squared[0]))]
@@ -473,85 +113,6 @@ def log_nfa_maps(latents, size=None, n_jobs=None, null=None):
 def _shapes_of(latents):
     """``(C, H, W)`` of each scale of a batch of latents."""
     return [tuple(int(v) for v in z.shape[1:]) for z in latents]
-
-
-_PLANAR = np.zeros((3, 3, 3), bool)
-_PLANAR[1] = ndimage.generate_binary_structure(2, 1)  # 4-connected within an image, never across
-
-
-def delineate(log_nfa, maps, level, ceiling):
-    """Give the regions that the NFA finds the extent that the anomaly map shows.
-
-    The component trees decide *whether* and *where* the latents are
-    significant, with a calibrated number of false alarms; but their regions
-    are level sets of ``u`` on each latent grid, which follow the texture
-    inside a defect (many small regions, the most significant of each
-    branch) rather than its outline. The smoothed anomaly map, at the
-    images' size, follows the outline, blurred by the upsampling of the
-    coarse scales and the filter. So:
-
-    * each connected component of ``{map >= level}`` carries the smallest
-      log10 NFA of the trees' regions it meets (a component that meets none
-      carries ``ceiling``, as do the pixels outside every component);
-    * its height is the median of the map over that most significant region,
-      where the trees say the defect is (a median, so that neither a noisy
-      peak nor the blurred rim moves it);
-    * its extent is where the map's evidence, ``-log(1 - map)``, stands at
-      least :data:`DELINEATION_SHARE` of the way from the level's to the
-      height's. The map is one minus a mean of likelihoods, so over a strong
-      defect it saturates at 1 on a plateau wider than the defect, and a cut
-      in map units takes the whole plateau; in evidence units the plateau
-      keeps its relief, and the cut does not depend on how strong the defect
-      is.
-
-    The detections are those of the trees that reach above ``level``, so the
-    bound on false detections under normality still holds.
-
-    Parameters
-    ----------
-    log_nfa : ndarray of shape (n, H, W)
-        The trees' log10 NFA maps (:func:`log_nfa_maps`).
-    maps : ndarray of shape (n, H, W)
-        Anomaly maps of the same images, at the same size.
-    level : float
-        What the anomaly map of a normal image reaches: the segmenter uses
-        the median over normal images of their map's maximum.
-    ceiling : float
-        The log10 NFA of pixels in no region (:func:`log10_nfa_ceiling`).
-
-    Returns
-    -------
-    log_nfa : ndarray of shape (n, H, W), float64
-        Each kept pixel carries its component's log10 NFA, the others
-        ``ceiling``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_uflow.acontrario import delineate
-    >>> maps = np.array([[[0.1, 0.5, 0.9, 0.6, 0.1, 0.7]]])
-    >>> trees = np.array([[[3.0, -5.0, -5.0, 3.0, 3.0, 3.0]]])
-    >>> delineate(trees, maps, level=0.4, ceiling=3.0)  # height 0.7: cut at 1 - 0.6**0.7 * 0.3**0.3 = 0.513
-    array([[[ 3.,  3., -5., -5.,  3.,  3.]]])
-    """
-    maps = np.asarray(maps)
-    out = np.full(maps.shape, ceiling, dtype=np.float64)
-    components, n = ndimage.label(maps >= level, structure=_PLANAR)
-    if n == 0:
-        return out
-    # Work on the components' pixels only: a few percent of the image.
-    inside = np.flatnonzero(components)
-    label = components.ravel()[inside]
-    values = maps.ravel()[inside]
-    region_nfa = np.asarray(log_nfa, dtype=np.float64).ravel()[inside]
-    index = np.arange(1, n + 1)
-    nfa = np.concatenate(([ceiling], ndimage.minimum(region_nfa, label, index)))
-    core = region_nfa == nfa[label]
-    height = np.concatenate(([np.inf], ndimage.median(values[core], label[core], index)))
-    share = DELINEATION_SHARE
-    kept = values >= 1.0 - (1.0 - level) ** (1.0 - share) * (1.0 - height[label]) ** share
-    out.ravel()[inside[kept]] = nfa[label[kept]]
-    return out
 
 
 class ACotrarioSegmenter(TransformerMixin, BaseEstimator):

@@ -158,13 +158,11 @@ def _make_detector(args):
 
 
 def _fit(detector, train):
-    start = time.perf_counter()
     detector.fit(train)
-    history = detector.history_
-    judged = (f"{history['n_splits']} folds" if history["n_splits"] > 1 else "held-out images")
-    loss = (f"; best epoch {history['best_epoch']} of {len(history['val_bpd'])}, loss on {judged} "
-            f"{min(history['val_bpd']):.4f} bits/dim" if history["val_bpd"] else "")
-    print(f"fitted on {len(train)} images in {time.perf_counter() - start:.1f} s{loss}; augmentation "
+    judged = f"{detector.n_splits_} folds" if detector.n_splits_ > 1 else "held-out images"
+    loss = (f"; best epoch {detector.n_iter_} of {len(detector.validation_loss_curve_)}, loss on {judged} "
+            f"{detector.best_validation_loss_:.4f} bits/dim" if detector.best_validation_loss_ is not None else "")
+    print(f"fitted on {len(train)} images in {detector.fit_seconds_:.1f} s{loss}; augmentation "
           f"{detector.augmentation_}")
     return detector
 

@@ -1,13 +1,14 @@
 """``UFlowDetector``: the four phases of U-Flow behind scikit-learn's outlier API."""
 
-import math
 import numbers
+import time
+import warnings
 from functools import partial
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context, clone
-from sklearn.model_selection import KFold, train_test_split
+from sklearn.model_selection import KFold, ShuffleSplit, check_cv
 from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
@@ -21,15 +22,15 @@ from .anomaly_map import smoothed_anomaly_maps
 from .features import CNN_PRESETS, BaseFeatureExtractor, make_feature_extractor
 from .flow import build_uflow, latent_shapes, load_uflow
 from .symmetries import AUGMENTATIONS, apply_symmetry, symmetries
-from .training import fit_flow
+from .training import fit_every_image, fit_held_out, lower_held_out_loss
 
 __all__ = ["UFlowDetector"]
 
-# cv="auto": cross-fitting, with this many folds, when a single split would hold out fewer than
-# MIN_HELD_OUT images.
+# cv="auto": cross-fitting, with this many folds, below this many training images (where the single split
+# of the default validation_fraction would hold out fewer than 20).
 AUTO_FOLDS = 5
-MIN_HELD_OUT = 20
-# augmentation="auto": the copies tried for each shape of frame (training.fit_flow decides).
+AUTO_CROSS_FIT_BELOW = 200
+# augmentation="auto": the copies tried for each shape of frame (training.lower_held_out_loss decides).
 AUTO_AUGMENTATIONS = {"square": "eight", "oblong": "flips"}
 
 
@@ -94,15 +95,26 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         (``"eight"``, or ``"flips"`` on an oblong frame) and without, and
         the copies are kept when they make the held-out images, as they
         are, more likely.
-    cv : "auto", int or None, default="auto"
+    cv : "auto", int, cross-validation generator or iterable, default="auto"
         Which images the flow is judged on (early stopping, augmentation,
-        the null of the NFA, the masks' level). An int K >= 2: K folds,
-        each image held out of one fold's flow, all of them judging
-        together (cross-fitting); the final flow then trains on every image
-        for the epochs the folds chose. None: one split that holds out
-        ``validation_fraction`` of the images. ``"auto"``: 5 folds when
-        that split would hold out fewer than 20 images, the split
-        otherwise.
+        the null of the NFA, the masks' level), as scikit-learn's ``cv``:
+        each split's flow trains on its training images and is judged on
+        the others, all the splits' held-out images together. With several
+        splits (cross-fitting), the final flow then trains on every image
+        for the epochs the folds chose; with one, its flow is kept.
+
+        - ``"auto"``: ``KFold(5, shuffle=True)`` below 200 images (at most
+          one fold per image), ``ShuffleSplit(1,
+          test_size=validation_fraction)`` from 200 on; nothing held out
+          when ``validation_fraction`` is 0;
+        - an int K >= 2: ``KFold(K, shuffle=True)``, shuffled by
+          ``random_state`` (image folders are often in acquisition order);
+        - a splitter (``KFold``, ``ShuffleSplit``, ...) or an iterable of
+          ``(train, test)`` index arrays, used as given;
+        - None: deprecated, one split holding out ``validation_fraction``;
+          use ``ShuffleSplit(1, test_size=validation_fraction)``.
+
+        More splits than images raise an error.
     max_epochs : int, default=25
         Maximum epochs, >= 1.
     batch_size : int, default=4
@@ -112,8 +124,8 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
     weight_decay : float, default=0.01
         Decoupled weight decay of the couplings' weights, >= 0.
     validation_fraction : float, default=0.1
-        Share of the training images held out by a single split, in
-        [0, 1); 0 holds none out (then ``cv="auto"`` does not cross-fit).
+        Share of the training images that ``cv="auto"`` holds out by a
+        single split (from 200 images on), in [0, 1); 0 holds none out.
     n_iter_no_change : int, default=5
         Epochs without improvement before stopping, >= 1.
     tol : float, default=1e-4
@@ -160,10 +172,31 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         ``decision_function = score_samples - offset_``.
     augmentation_ : str
         The augmentation fitted with.
+    augmentation_validation_loss_ : dict of str to float
+        The evidence for ``augmentation_``: the splits' lowest pooled
+        held-out loss (bits per dimension) for each augmentation they were
+        trained with (both, with ``augmentation="auto"``); empty when
+        nothing was held out.
+    n_splits_ : int
+        Splits the flow was judged on (1 for a single split, and when
+        nothing is held out).
+    n_iter_ : int
+        Epochs the kept flow trained for: the splits' best epoch (the
+        final flow of cross-fitting trains that many), or ``max_epochs``
+        when nothing is held out.
+    loss_curve_ : list of float
+        The kept flow's training loss per epoch, bits per dimension
+        (``n_iter_`` values).
+    validation_loss_curve_ : list of float
+        The splits' pooled held-out loss per epoch, bits per dimension, up
+        to the early stop; empty when nothing is held out.
+    best_validation_loss_ : float or None
+        Its lowest value, at epoch ``n_iter_``; None when nothing is held
+        out.
+    fit_seconds_ : float
+        Wall time of ``fit``.
     segmenter_ : ACotrarioSegmenter
         The fitted a contrario step.
-    history_ : dict
-        Losses per epoch, best epoch, seconds.
     device_ : torch.device
         Where the flow runs.
 
@@ -193,7 +226,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         "positional_encoding": [Interval(numbers.Integral, 0, None, closed="left")],
         "map_smoothing": [StrOptions({"auto"}), Interval(numbers.Real, 0, None, closed="left")],
         "augmentation": [StrOptions({"auto", *AUGMENTATIONS})],
-        "cv": [StrOptions({"auto"}), Interval(numbers.Integral, 2, None, closed="left"), None],
+        "cv": [StrOptions({"auto"}), Interval(numbers.Integral, 2, None, closed="left"), "cv_object", None],
         "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -252,8 +285,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         if self._precomputed and self.augmentation not in ("auto", "none"):
             raise ValueError("extractor='precomputed' takes rows of features, which cannot be turned or "
                              "flipped: use augmentation='none'.")
-        held_out = self.validation_fraction or isinstance(self.cv, numbers.Integral)
-        if self.nfa_null == "empirical" and not held_out:
+        if self.nfa_null == "empirical" and not self._holds_out:
             raise ValueError("nfa_null='empirical' needs held-out images: set validation_fraction > 0 or cv to "
                              "a number of folds, or use nfa_null='theory'.")
 
@@ -265,6 +297,15 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
     @_fit_context(prefer_skip_nested_validation=False)  # the feature step may be the user's, to validate too
     def fit(self, X, y=None):
         """Fit the flow on normal images.
+
+        The steps, each judged on images its flow did not train on: the
+        splits' flows are trained side by side and stopped together on their
+        pooled held-out loss; with ``augmentation="auto"`` they are trained
+        again with the turned copies, and the copies are kept when they make
+        the held-out images, as they are, more likely; with several splits
+        (cross-fitting) the final flow trains on every image for the epochs
+        the splits chose. Then the a contrario step learns normality from the
+        held-out images' latents, each through a flow that did not see it.
 
         Parameters
         ----------
@@ -279,46 +320,124 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         self : object
             The fitted detector.
         """
+        start = time.perf_counter()
         self._check_combinations()
         images = _normal_images(self._as_input(X, reset=True), y)
         rng = check_random_state(self.random_state)
         splits = self._splits(len(images), rng)
+        seed = seed_from(rng)
         self.device_ = resolve_device(self.device)
         self._fit_feature_step(images)
-        held_out, features = self._fit_flow(images, splits, seed_from(rng))
-        self.segmenter_ = self._fit_segmenter(held_out, calibrated=any(len(val) for _, val in splits))
-        self.offset_ = self._fit_offset([f[: len(images)] for f in features])
+        n_held_out = sum(len(val) for _, val in splits)
+        candidate = self._augmentation_candidate(n_held_out)
+        turns = symmetries(candidate, self.image_size_)
+        copies_asked = self.augmentation != "auto" and len(turns) > 1
+        # Once per fit, since the backbone is frozen: the images as they are, then their copies if asked for.
+        with self._progress(len(images) * (len(turns) if copies_asked else 1), "features", "image") as progress:
+            originals = self._features(images, progress=progress)
+            features = self._features(images, turns, progress, first=originals) if copies_asked else originals
+        augmentation = self.augmentation if self.augmentation != "auto" else "none"
+
+        with self._progress(self.max_epochs, "training", "epoch") as progress:
+            # 1. The splits' flows: held-out losses, and the epochs to train for.
+            fits = {augmentation: self._fit_splits(features, splits, len(features[0]) // len(images), seed,
+                                                   progress, augmentation)}
+            # 2. The copies (augmentation="auto"): the splits again, learning from the candidate's copies; kept
+            # when the held-out images, as they are, are more likely.
+            evidence = {}
+            if self.augmentation == "auto" and candidate != "none":
+                copies = self._features(images, turns, first=originals)
+                fits[candidate] = self._fit_splits(copies, splits, len(turns), seed, progress, candidate)
+                augmentation, evidence = lower_held_out_loss(fits)
+                features = copies if augmentation == candidate else features
+            elif n_held_out:
+                evidence = {augmentation: min(fits[augmentation].history["val_bpd"])}
+            chosen = fits[augmentation]
+            # 3. The flow to keep: the single split's, or one trained on every image (cross-fitting).
+            if len(splits) == 1:
+                flow = chosen.flows[0]
+                loss_curve = chosen.history["train_bpd"][: chosen.history["best_epoch"]]
+            else:
+                final = fit_every_image(partial(self._build_flow, seed), features,
+                                        n_copies=len(features[0]) // len(images), epochs=chosen.history["best_epoch"],
+                                        progress=progress, stage=f"all images, {augmentation}",
+                                        **self._training_options(seed))
+                flow, loss_curve = final.flow, final.train_bpd
+
+        self.flow_, self.augmentation_ = flow.requires_grad_(False), augmentation
+        self.augmentation_validation_loss_ = evidence
+        self.n_splits_ = len(splits)
+        self.n_iter_ = chosen.history["best_epoch"]
+        self.loss_curve_ = [float(v) for v in loss_curve]
+        self.validation_loss_curve_ = [float(v) for v in chosen.history["val_bpd"]]
+        self.best_validation_loss_ = min(self.validation_loss_curve_) if self.validation_loss_curve_ else None
+        # The a contrario step learns from the images as they are (rows 0 to n - 1), each through a flow that
+        # did not train on it; with nothing held out, through the flow's own training images.
+        judges = ([(flow, np.arange(len(images)))] if not n_held_out
+                  else [(judge, val) for judge, (_, val) in zip(chosen.flows, splits)])
+        held_out = self._latents_of_rows(features, *zip(*judges))
+        self.segmenter_ = self._fit_segmenter(held_out, calibrated=n_held_out > 0)
+        self.offset_ = self._fit_offset(originals)
+        self.fit_seconds_ = time.perf_counter() - start
         return self
 
-    def _n_folds(self, n_images):
-        """Folds of cross-fitting, or 0 for a single split."""
-        if self.cv is None:
-            return 0
+    @property
+    def _holds_out(self):
+        """Whether ``cv`` holds images out (``"auto"`` and None hold out ``validation_fraction``)."""
+        return not (self.cv is None or isinstance(self.cv, str)) or bool(self.validation_fraction)
+
+    def _cv(self, n_images, rng):
+        """The splitter ``cv`` means, or None for nothing held out."""
         if self.cv == "auto":
-            return AUTO_FOLDS if 0 < self.validation_fraction * n_images < MIN_HELD_OUT else 0
-        return self.cv
+            if not self.validation_fraction:
+                return None
+            if n_images < AUTO_CROSS_FIT_BELOW:
+                return KFold(min(AUTO_FOLDS, n_images), shuffle=True, random_state=rng)
+            return ShuffleSplit(1, test_size=self.validation_fraction, random_state=rng)
+        if self.cv is None:
+            warnings.warn("cv=None (one split holding out validation_fraction) is deprecated and will mean 5 "
+                          "folds, as in scikit-learn, in a future version; pass "
+                          "cv=ShuffleSplit(1, test_size=validation_fraction), or cv='auto'.", FutureWarning)
+            if not self.validation_fraction:
+                return None
+            return ShuffleSplit(1, test_size=self.validation_fraction, random_state=rng)
+        if isinstance(self.cv, numbers.Integral):
+            return KFold(self.cv, shuffle=True, random_state=rng)
+        return check_cv(self.cv)
 
     def _splits(self, n_images, rng):
-        """Training and held-out image indices: K folds that hold out each
-        image once, or one split holding out ``validation_fraction`` (its
-        held-out set empty when that is 0)."""
-        n_folds = self._n_folds(n_images)
-        n_val = 0 if n_folds else math.ceil(self.validation_fraction * n_images)
-        if (n_folds or n_val) and n_images - max(n_val, 1) < 1:
-            setting = "validation_fraction=0 and nfa_null='theory'" + (", cv=None" if n_folds else "")
+        """Training and held-out image indices of each split (one split holding nothing out, when ``cv``
+        holds nothing out)."""
+        everything = np.arange(n_images)
+        if self._holds_out and n_images < 2:
             raise ValueError(
                 f"U-Flow needs at least 2 normal training images to hold some out of the flow's training "
-                f"(for early stopping and the null of the NFA); got {n_images}. Add images, or set {setting} "
-                "to fit on every image with the theory's null."
+                f"(for early stopping and the null of the NFA); got {n_images}. Add images, or set "
+                "validation_fraction=0 and nfa_null='theory' to fit on every image with the theory's null."
             )
-        everything = np.arange(n_images)
-        if n_folds:
-            folds = KFold(min(n_folds, n_images), shuffle=True, random_state=rng)
-            return [(train, np.sort(val)) for train, val in folds.split(everything)]
-        if not n_val:
+        cv = self._cv(n_images, rng)
+        if cv is None:
             return [(everything, everything[:0])]
-        train, val = train_test_split(everything, test_size=n_val, random_state=rng)
-        return [(np.sort(train), np.sort(val))]
+        n_splits = cv.get_n_splits(everything)
+        if n_splits > n_images:  # as CalibratedClassifierCV: a fold per image at most
+            raise ValueError(f"cv asks for {n_splits} splits of {n_images} training images; give at most "
+                             f"{n_images}, or more images.")
+        splits = [(np.sort(train), np.sort(val)) for train, val in cv.split(everything)]
+        if any(not len(train) or not len(val) for train, val in splits):
+            raise ValueError("every split of cv must train on some images and hold some out.")
+        return splits
+
+    def _training_options(self, seed):
+        return dict(max_epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                    weight_decay=self.weight_decay, device=self.device_, seed=seed)
+
+    def _fit_splits(self, features, splits, n_copies, seed, progress, augmentation):
+        """The splits' flows, trained side by side and stopped on their pooled held-out loss."""
+        n_held_out = sum(len(val) for _, val in splits)
+        judged = f"{len(splits)} folds" if len(splits) > 1 else "held-out images" if n_held_out else "no held-out"
+        return fit_held_out(partial(self._build_flow, seed), features, splits, n_copies=n_copies,
+                            n_iter_no_change=self.n_iter_no_change, tol=self.tol, progress=progress,
+                            stage=f"{judged}, {augmentation}", **self._training_options(seed))
 
     def _fit_feature_step(self, images):
         if self._precomputed:
@@ -334,29 +453,6 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
             self.image_size_ = tuple(images.shape[1:3])
             self.n_channels_ = images.shape[-1]
         self.latent_shapes_ = latent_shapes(self.feature_shapes_)
-
-    def _fit_flow(self, images, splits, seed):
-        """Train the flow (:func:`~sklearn_uflow.training.fit_flow`); sets
-        ``flow_``, ``augmentation_`` and ``history_`` and returns the held-out
-        latents that the segmenter learns normality from, and the features
-        extracted (copy-major, the images as they are first)."""
-        candidate = self._augmentation_candidate(sum(len(val) for _, val in splits))
-        turns = symmetries(candidate, self.image_size_)
-        # Once per fit, since the backbone is frozen; with the copies when they are asked for.
-        first = turns if self.augmentation != "auto" else turns[:1]
-        with self._progress(len(images) * len(first), "features", "image") as progress:
-            features = self._features(images, first, progress)
-        with self._progress(self.max_epochs, "training", "epoch") as progress:
-            fitted = fit_flow(
-                partial(self._build_flow, seed), features, splits, augmentation=self.augmentation,
-                candidate=candidate, turned=lambda index: self._features(images[index], turns), n_turns=len(turns),
-                max_epochs=self.max_epochs, n_iter_no_change=self.n_iter_no_change, tol=self.tol,
-                progress=progress, batch_size=self.batch_size,
-                learning_rate=self.learning_rate, weight_decay=self.weight_decay, device=self.device_, seed=seed,
-            )
-        self.flow_, self.augmentation_, self.history_ = fitted.flow.requires_grad_(False), fitted.augmentation, \
-            fitted.history
-        return self._latents_of_rows(fitted.features, *zip(*fitted.judged)), fitted.features
 
     def _fit_segmenter(self, held_out, calibrated):
         """The a contrario step, which learns normality from latents of images their flow was not trained on
@@ -440,11 +536,12 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
             return "none"
         return AUTO_AUGMENTATIONS["square" if self.image_size_[0] == self.image_size_[1] else "oblong"]
 
-    def _features(self, batch, copies=((0, False),), progress=None):
+    def _features(self, batch, copies=((0, False),), progress=None, first=None):
         """Per-scale feature tensors of a batch of images or feature rows; with
-        ``copies`` (symmetries), of each turned copy in turn, copy-major.
-        Extracted chunk by chunk into tensors allocated once (``progress``
-        counts the images)."""
+        ``copies`` (symmetries, the identity first), of each turned copy in
+        turn, copy-major. Extracted chunk by chunk into tensors allocated once
+        (``progress`` counts the images extracted); ``first``, the features of
+        the images as they are when the caller has them, fills the first copy."""
         if self._precomputed:
             return [f.float() for f in split_features(batch, self.feature_shapes_)]
         images = check_images(batch)
@@ -453,13 +550,16 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         out = None
         for k, symmetry in enumerate(copies):
             for chunk in gen_batches(len(images), self.scoring_batch_size):
-                maps = self.extractor_.extract(apply_symmetry(images[chunk], symmetry) if k else images[chunk])
+                if k == 0 and first is not None:
+                    maps = [f[chunk] for f in first]
+                else:
+                    maps = self.extractor_.extract(apply_symmetry(images[chunk], symmetry) if k else images[chunk])
                 if out is None:
                     out = [torch.empty((len(copies) * len(images), *m.shape[1:]), dtype=m.dtype) for m in maps]
                 rows = slice(k * len(images) + chunk.start, k * len(images) + chunk.stop)
                 for o, m in zip(out, maps):
                     o[rows] = m
-                if progress is not None:
+                if progress is not None and not (k == 0 and first is not None):
                     progress.update(len(maps[0]))
         return out
 

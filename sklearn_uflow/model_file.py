@@ -42,7 +42,8 @@ FORMAT = "sklearn-uflow-detector"
 # 6: the augmentation the flow was fitted with, and the feature step's own fitted state.
 # 7: the segmenter's parameter ``null`` is named ``nfa_null``, as the detector's.
 # 8: the segmenter's calibration (the parameter and the fitted ``calibration_`` knots).
-# 9: the checksum covers the JSON metadata as well as the tensors.
+# 9: the checksum covers the JSON metadata as well as the tensors; the fit's record is in named attributes
+#    (n_iter_, loss curves, the augmentation's evidence...), no longer history_.
 FORMAT_VERSION = 9
 
 
@@ -117,7 +118,15 @@ def _check_structure(params, fitted):
         "n_channels_": fitted.get("n_channels_") in (1, 3),
         "offset_": _number(fitted.get("offset_")),
         "augmentation_": fitted.get("augmentation_") in AUGMENTATIONS,
-        "history_": isinstance(fitted.get("history_"), dict),
+        "augmentation_validation_loss_": isinstance(fitted.get("augmentation_validation_loss_"), dict)
+        and all(k in AUGMENTATIONS and _number(v) for k, v in fitted["augmentation_validation_loss_"].items()),
+        "n_splits_": isinstance(fitted.get("n_splits_"), int) and fitted["n_splits_"] >= 1,
+        "n_iter_": isinstance(fitted.get("n_iter_"), int) and fitted["n_iter_"] >= 0,
+        "loss_curve_": _numbers(fitted.get("loss_curve_")),
+        "validation_loss_curve_": _numbers(fitted.get("validation_loss_curve_")),
+        "best_validation_loss_": fitted.get("best_validation_loss_") is None
+        or _number(fitted.get("best_validation_loss_")),
+        "fit_seconds_": _number(fitted.get("fit_seconds_")),
     }
     segmenter = fitted.get("segmenter_")
     calibration = segmenter.get("calibration_") if isinstance(segmenter, dict) else None
@@ -150,6 +159,11 @@ def _prefixed(tensors, prefix):
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+# What a fit records of itself, stored as it is.
+_FIT_RECORD = ("augmentation_validation_loss_", "n_splits_", "n_iter_", "loss_curve_", "validation_loss_curve_",
+               "best_validation_loss_", "fit_seconds_")
+
+
 def _fitted_state(detector):
     """A fitted detector's tensors (the flow's and the backbone's weights, on
     the CPU) and its other fitted attributes as JSON values."""
@@ -169,7 +183,7 @@ def _fitted_state(detector):
                        "calibration_": {"raw": segmenter.calibration_.raw.tolist(),
                                         "calibrated": segmenter.calibration_.calibrated.tolist(),
                                         "ceiling": segmenter.calibration_.ceiling}},
-        "history_": detector.history_,
+        **{name: getattr(detector, name) for name in _FIT_RECORD},
     }
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, state
 
@@ -206,7 +220,8 @@ def _restore(detector, tensors, state):
     detector.segmenter_ = ACotrarioSegmenter(**params).restore_fit(
         [NullModel(*map(float, m)) for m in segmenter["null_"]], float(segmenter["map_level_"]),
         _calibration(segmenter["calibration_"]))
-    detector.history_ = state["history_"]
+    for name in _FIT_RECORD:
+        setattr(detector, name, state[name])
     detector.flow_ = load_uflow(state["flow_"], _prefixed(tensors, "flow.")).to(device).requires_grad_(False)
     return detector
 

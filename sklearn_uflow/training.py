@@ -8,8 +8,11 @@ per split of the training images, either one split or the K folds of
 cross-fitting, side by side, and stops them together when their *pooled*
 held-out loss stops improving, so that with K folds every training image
 takes part in every decision. Whether to learn from flipped and turned
-copies is such a decision: :func:`fit_flow` trains the folds with and without
-them and keeps what makes the held-out images, as they are, more likely.
+copies is such a decision: the folds are trained with and without them, and
+:func:`lower_held_out_loss` keeps what makes the held-out images, as they
+are, more likely. With cross-fitting, :func:`fit_every_image` then trains
+the flow to keep on every image, for the epochs the folds chose. The steps
+are :meth:`UFlowDetector.fit <sklearn_uflow.UFlowDetector.fit>`'s.
 """
 
 import copy
@@ -20,8 +23,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["FlowFit", "FlowTraining", "HeldOutFit", "TrainingDivergedError", "bits_per_dim", "copy_rows", "fit_flow",
-           "fit_held_out", "negative_log_likelihood", "per_image_nll"]
+__all__ = ["FinalFit", "FlowTraining", "HeldOutFit", "TrainingDivergedError", "bits_per_dim", "copy_rows",
+           "fit_every_image", "fit_held_out", "lower_held_out_loss", "negative_log_likelihood", "per_image_nll"]
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -328,113 +331,89 @@ def fit_held_out(build_flow, features, splits, *, n_copies=1, max_epochs, n_iter
     return HeldOutFit([t.flow.eval() for t in trainings], history)
 
 
-class FlowFit(NamedTuple):
-    """What :func:`fit_flow` returns.
+class FinalFit(NamedTuple):
+    """What :func:`fit_every_image` returns.
 
     Parameters
     ----------
     flow : UFlow
-        The flow to keep: the single split's, or the one refitted on every
-        image.
-    features : list of torch.Tensor
-        The per-scale features the flows trained on, copies included,
-        copy-major.
-    judged : list of (UFlow, ndarray)
-        ``(flow, rows)`` pairs: rows of ``features`` held out of that flow.
-    augmentation : str
-        The copies learnt from.
-    history : dict
-        The held-out fit's losses and best epoch, and what chose the
-        augmentation.
+        The flow, trained on every image.
+    train_bpd : list of float
+        Its mean training loss per epoch, in bits per dimension.
     """
 
     flow: object
-    features: list
-    judged: list
-    augmentation: str
-    history: dict
+    train_bpd: list
 
 
-def fit_flow(build_flow, features, splits, *, augmentation, candidate, turned, n_turns, max_epochs,
-             n_iter_no_change, tol, progress=None, **options):
-    """Train the flows of the splits, choose the copies to learn from, and the flow to keep.
+def fit_every_image(build_flow, features, *, n_copies=1, epochs, max_epochs, progress=None, stage="", **options):
+    """Train one flow on every image, for a number of epochs chosen beforehand.
 
-    With one split, its flow is kept. With the K folds of cross-fitting, the
-    final flow trains on every image, for the epochs the folds chose, on the
-    schedule they followed. With ``augmentation="auto"``, the flows of the
-    splits are trained twice, without the copies of ``candidate`` and with
-    them, and the copies are learnt from when they make the held-out images,
-    as they are, more likely (a lower pooled held-out loss at the best
-    epoch): whether the parts come in any pose or the copies only add
-    variety, that is the question that matters to the images a detector
-    will see.
+    The final step of cross-fitting: the folds chose the number of epochs
+    (their best), and this flow trains on all the images for that many, on
+    the schedule the folds followed (the same ``max_epochs``), so that it
+    sees as much training as each of them did at its best.
 
     Parameters
     ----------
     build_flow : callable
-        Returns a new flow, the same initial weights at every call.
+        Returns a new flow.
     features : list of torch.Tensor of shape (n_copies * n, C, H, W)
-        Per-scale features of the ``n`` images, with the copies of
-        ``augmentation`` (copy-major) unless it is ``"auto"``.
-    splits : list of (ndarray, ndarray)
-        Training and held-out image indices of each split.
-    augmentation : str
-        ``"auto"``, or the augmentation whose copies ``features`` holds.
-    candidate : str
-        With ``"auto"``, the augmentation tried (``"none"``: none).
-    turned : callable
-        ``turned(index)``: the per-scale features of the images ``index``
-        with their ``n_turns`` copies of ``candidate``, copy-major.
-    n_turns : int
-        Copies per image of ``candidate``, the identity included.
-    max_epochs, n_iter_no_change, tol : number
-        See :func:`fit_held_out`.
+        Per-scale features of the ``n`` images and their copies, copy-major
+        (see :class:`FlowTraining`).
+    n_copies : int, default=1
+        Copies per image in ``features``.
+    epochs : int
+        Epochs to train for.
+    max_epochs : int
+        The schedule's length in epochs.
     progress : tqdm.tqdm, default=None
-        A bar to count the epochs on; its postfix names the stage.
+        A bar to count the epochs on (reset to ``epochs``).
+    stage : str, default=""
+        What the bar's postfix calls this fit.
     **options
         ``batch_size``, ``learning_rate``, ``weight_decay``, ``device`` and
         ``seed`` of :class:`FlowTraining`.
 
     Returns
     -------
-    fit : FlowFit
-        The flow to keep, and the held-out rows and flows whose latents
-        show what normal latents look like.
+    fit : FinalFit
+        The flow and its training losses.
+
+    See Also
+    --------
+    fit_held_out : The folds' training, which chooses ``epochs``.
     """
-    n_images = len(features[0]) // (1 if augmentation == "auto" else n_turns)
-    held_out = np.sort(np.concatenate([val for _, val in splits]))
-    folds = f"{len(splits)} folds" if len(splits) > 1 else "held-out images" if len(held_out) else "no held-out"
-    history, chosen = {"n_splits": len(splits)}, "none" if augmentation == "auto" else augmentation
-    stopping = dict(max_epochs=max_epochs, n_iter_no_change=n_iter_no_change, tol=tol, progress=progress, **options)
-    fit = fit_held_out(build_flow, features, splits, n_copies=len(features[0]) // n_images,
-                       stage=f"{folds}, {chosen}", **stopping)
-    if augmentation == "auto" and candidate != "none":
-        copies = turned(np.arange(n_images))
-        with_copies = fit_held_out(build_flow, copies, splits, n_copies=n_turns, stage=f"{folds}, {candidate}",
-                                   **stopping)
-        val_bpd = {"none": min(fit.history["val_bpd"]), candidate: min(with_copies.history["val_bpd"])}
-        history["augmentation_val_bpd"] = val_bpd
-        if val_bpd[candidate] < val_bpd["none"]:
-            chosen, fit, features = candidate, with_copies, copies
-    n_copies = len(features[0]) // n_images
-    history = {**fit.history, **history}
-    if len(splits) == 1:
-        flow = fit.flows[0]
-    else:  # cross-fitting: the final flow learns from every image, for the epochs the folds chose
-        epochs = fit.history["best_epoch"]
+    n_rows = len(features[0]) // n_copies
+    if progress is not None:
+        progress.reset(total=epochs)
+        progress.set_postfix_str(stage)
+    training = FlowTraining(build_flow(), features, np.arange(n_rows), n_rows=n_rows, n_copies=n_copies,
+                            max_epochs=max_epochs, **options)
+    train_bpd = []
+    for _ in range(epochs):
+        train_bpd.append(training.run_epoch())
         if progress is not None:
-            progress.reset(total=epochs)
-            progress.set_postfix_str(f"all images, {chosen}")
-        training = FlowTraining(build_flow(), features, np.arange(n_images), n_rows=n_images, n_copies=n_copies,
-                                max_epochs=max_epochs, **options)
-        history["train_bpd"] = []
-        for _ in range(epochs):
-            history["train_bpd"].append(training.run_epoch())
-            if progress is not None:
-                progress.update()
-        flow = training.flow
-    if not len(held_out):  # nothing held out: the flow's own training images
-        judged = [(flow, np.arange(n_images))]
-    else:  # the images as they are (rows 0 to n - 1): what the null and its calibration stand for
-        judged = [(judge, val) for judge, (_, val) in zip(fit.flows, splits)]
-    return FlowFit(flow, features, judged, chosen, history)
+            progress.update()
+    return FinalFit(training.flow, train_bpd)
+
+
+def lower_held_out_loss(fits):
+    """Choose, among fits of the same folds, the one whose held-out images are the more likely.
+
+    Parameters
+    ----------
+    fits : dict of str to HeldOutFit
+        Fits of the same splits (e.g. by the copies they learnt from), in
+        order of preference: a tie keeps the first.
+
+    Returns
+    -------
+    chosen : str
+        The key of the fit with the lowest pooled held-out loss at its best
+        epoch.
+    losses : dict of str to float
+        Each fit's lowest pooled held-out loss, in bits per dimension.
+    """
+    losses = {key: min(fit.history["val_bpd"]) for key, fit in fits.items()}
+    return min(losses, key=losses.get), losses

@@ -7,10 +7,9 @@ import pytest
 from scipy import ndimage, stats
 
 from sklearn_uflow import ACotrarioSegmenter
+from sklearn_uflow._nfa_law import POLYOMINO_ALPHA, POLYOMINO_BETA
 from sklearn_uflow.acontrario import (
     DELINEATION_SHARE,
-    POLYOMINO_ALPHA,
-    POLYOMINO_BETA,
     NullModel,
     component_tree,
     delineate,

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from sklearn.model_selection import KFold, ShuffleSplit
 
 from sklearn_uflow import ACotrarioSegmenter, CNNFeatureTransformer, UFlowDetector
 from sklearn_uflow.datasets import make_defects
@@ -108,7 +109,7 @@ def test_the_rules_that_tie_parameters_together(defects, small_extractor):
         UFlowDetector(small_extractor, validation_fraction=0).fit(X)
     # folds hold images out whatever validation_fraction says
     fitted = UFlowDetector(small_extractor, validation_fraction=0, cv=2, max_epochs=1, device="cpu").fit(X)
-    assert fitted.history_["n_splits"] == 2
+    assert fitted.n_splits_ == 2
 
 
 def test_augmentation_fits_on_the_copies_and_holds_out_images_as_they_are(defects, small_extractor, monkeypatch):
@@ -125,8 +126,8 @@ def test_augmentation_fits_on_the_copies_and_holds_out_images_as_they_are(defect
     per_image_nll = training.per_image_nll
     monkeypatch.setattr(training, "per_image_nll", lambda flow, f, index, *a: scored.append(np.asarray(index)) or
                         per_image_nll(flow, f, index, *a))
-    detector = UFlowDetector(small_extractor, augmentation="eight", cv=None, validation_fraction=0.2, max_epochs=2,
-                             random_state=0, device="cpu").fit(X)
+    detector = UFlowDetector(small_extractor, augmentation="eight", cv=ShuffleSplit(1, test_size=0.2, random_state=0),
+                             max_epochs=2, random_state=0, device="cpu").fit(X)
     assert detector.augmentation_ == "eight"
     batches = batches[1:]  # the first fitted the feature step
     assert [len(b) for b in batches] == [10] * 8  # the eight copies of every image, each extracted once
@@ -140,7 +141,7 @@ def test_augmentation_fits_on_the_copies_and_holds_out_images_as_they_are(defect
     np.testing.assert_array_equal(rows, train_index)
     # the held-out images are judged as they are: rows of the first copy, the identity
     assert all(np.array_equal(index, held_out) for index in scored)
-    assert len(scored) == len(detector.history_["val_bpd"])
+    assert len(scored) == len(detector.validation_loss_curve_)
 
 
 def test_auto_augmentation_takes_copies_when_the_parts_come_in_any_pose(defects):
@@ -157,7 +158,7 @@ def test_auto_augmentation_takes_copies_when_the_parts_come_in_any_pose(defects)
     for pose, images in (("fixed", X), ("any", any_pose)):
         detector = UFlowDetector(CNNFeatureTransformer(input_size=32, device="cpu"), max_epochs=2, random_state=0,
                                  device="cpu").fit(images)
-        val_bpd = detector.history_["augmentation_val_bpd"]
+        val_bpd = detector.augmentation_validation_loss_
         chosen[pose] = detector.augmentation_, val_bpd["eight"] < val_bpd["none"]
     assert chosen == {"fixed": ("none", False), "any": ("eight", True)}
     # on an oblong frame the copies are the flips; with nothing held out, nothing to choose by
@@ -166,7 +167,7 @@ def test_auto_augmentation_takes_copies_when_the_parts_come_in_any_pose(defects)
     assert oblong.augmentation_ == "flips"
     unvalidated = UFlowDetector(CNNFeatureTransformer(input_size=32, device="cpu"), validation_fraction=0,
                                 nfa_null="theory", max_epochs=1, random_state=0, device="cpu").fit(any_pose)
-    assert unvalidated.augmentation_ == "none" and "augmentation_val_bpd" not in unvalidated.history_
+    assert unvalidated.augmentation_ == "none" and unvalidated.augmentation_validation_loss_ == {}
 
 
 def _spied_fit(detector, X, monkeypatch):
@@ -208,12 +209,71 @@ def test_cross_fitting_never_judges_an_image_by_a_flow_that_trained_on_it(monkey
     # the null read every image once, each through a fold flow that never saw it
     assert sorted(image for _, image in null) == list(range(n))
     assert all(image not in trained[flow] for flow, image in null)
-    assert detector.history_["n_splits"] == 3
-    # cv="auto" cross-fits a set this small in 5 folds; None keeps one split, whose held-out images are the null's
-    trained, null = _spied_fit(detector.set_params(cv=None, validation_fraction=0.25), X, monkeypatch)
+    assert detector.n_splits_ == 3
+    # cv="auto" cross-fits a set this small in 5 folds; one split keeps its flow, whose held-out images are the
+    # null's
+    trained, null = _spied_fit(detector.set_params(cv=ShuffleSplit(1, test_size=0.25, random_state=0)), X,
+                               monkeypatch)
     assert len(trained) == 1 and len(null) == 3 and not {image for _, image in null} & trained[id(detector.flow_)]
     detector.set_params(cv="auto").fit(X)
-    assert detector.history_["n_splits"] == 5
+    assert detector.n_splits_ == 5
+
+
+SHAPES = [(4, 8, 8), (8, 4, 4)]
+
+
+def _rows(n, shapes=SHAPES, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, sum(int(np.prod(s)) for s in shapes)))
+
+
+@pytest.mark.parametrize("cv, n_images, n_splits, held_out", [
+    ("auto", 12, 5, 12),  # below 200 images: 5 folds, every image held out once
+    ("auto", 4, 4, 4),  # at most a fold per image
+    ("auto", 200, 1, 20),  # from 200 on: one split of validation_fraction
+    (3, 12, 3, 12),
+    (KFold(4), 12, 4, 12),
+    (ShuffleSplit(2, test_size=3, random_state=0), 12, 2, 6),
+    ([(np.arange(8), np.arange(8, 12))], 12, 1, 4),  # an iterable of splits, used as given
+])
+def test_cv_takes_what_scikit_learn_takes(cv, n_images, n_splits, held_out, monkeypatch):
+    from sklearn_uflow import acontrario
+
+    seen = []
+    fit_latents = acontrario.ACotrarioSegmenter.fit_latents
+    monkeypatch.setattr(acontrario.ACotrarioSegmenter, "fit_latents",
+                        lambda self, latents: seen.append(len(latents[0])) or fit_latents(self, latents))
+    detector = UFlowDetector("precomputed", feature_shapes=SHAPES, cv=cv, max_epochs=1, n_iter_no_change=1,
+                             n_flow_steps=1, random_state=0, device="cpu").fit(_rows(n_images))
+    assert detector.n_splits_ == n_splits and seen == [held_out]
+
+
+def test_cv_refuses_more_splits_than_images_and_deprecates_none():
+    detector = UFlowDetector("precomputed", feature_shapes=SHAPES, cv=10, max_epochs=1, device="cpu")
+    with pytest.raises(ValueError, match="cv asks for 10 splits of 4 training images"):
+        detector.fit(_rows(4))
+    with pytest.warns(FutureWarning, match="cv=None"):
+        single = detector.set_params(cv=None, validation_fraction=0.25).fit(_rows(8))
+    assert single.n_splits_ == 1
+
+
+def test_the_fit_is_recorded_in_named_attributes_the_same_on_every_path():
+    """Cross-fitted, one split, nothing held out: the same attributes, with the meaning their names say."""
+    paths = {"folds": dict(cv=3), "one split": dict(cv=ShuffleSplit(1, test_size=0.25, random_state=0)),
+             "nothing held out": dict(validation_fraction=0, nfa_null="theory")}
+    for path, params in paths.items():
+        detector = UFlowDetector("precomputed", feature_shapes=SHAPES, max_epochs=4, n_iter_no_change=1, tol=0,
+                                 n_flow_steps=1, random_state=0, device="cpu", **params).fit(_rows(12))
+        assert len(detector.loss_curve_) == detector.n_iter_ >= 1, path
+        assert detector.fit_seconds_ > 0
+        if path == "nothing held out":
+            assert detector.n_iter_ == 4 and detector.validation_loss_curve_ == []
+            assert detector.best_validation_loss_ is None and detector.augmentation_validation_loss_ == {}
+            continue
+        curve = detector.validation_loss_curve_
+        assert detector.best_validation_loss_ == min(curve) == curve[detector.n_iter_ - 1], path
+        assert detector.augmentation_validation_loss_ == {"none": detector.best_validation_loss_}
+        # early stopping: the curve runs one epoch past its best (n_iter_no_change=1), or to the budget
+        assert len(curve) in (detector.n_iter_ + 1, 4)
 
 
 def test_the_readme_demo_gives_few_false_alarms_from_20_images():
@@ -223,7 +283,7 @@ def test_the_readme_demo_gives_few_false_alarms_from_20_images():
     X, y, _ = make_defects(n_samples=80, image_size=256, random_state=0)
     good = np.flatnonzero(y == 0)
     detector = UFlowDetector("efficientnet_lite0", random_state=0, device="cpu").fit(X[good[:20]])
-    assert detector.history_["n_splits"] == 5
+    assert detector.n_splits_ == 5
     detected = detector.predict(X) == -1
     assert detected[good[20:]].mean() <= 0.05 and detected[y == 1].mean() >= 0.95
 

@@ -15,10 +15,10 @@ from sklearn_uflow import CNNFeatureTransformer, UFlowDetector
 from sklearn_uflow.datasets import make_defects
 X, y, _ = make_defects(n_samples=24, image_size=48, random_state=1)
 d = UFlowDetector(CNNFeatureTransformer(input_size=48), max_epochs=2, random_state=7, device="cpu").fit(X[y == 0])
-assert d.history_["n_splits"] == 5  # 12 images: cross-fitted
+assert d.n_splits_ == 5  # 12 images: cross-fitted
 np.savez(sys.argv[1], maps=d.anomaly_maps(X), nfa=d.log_nfa_maps(X), masks=d.predict_masks(X),
          scores=d.score_samples(X), weights=np.concatenate([w.numpy().ravel() for w in d.flow_.state_dict().values()]),
-         null=np.array(d.segmenter_.null_), level=d.segmenter_.map_level_, val_bpd=d.history_["val_bpd"])
+         null=np.array(d.segmenter_.null_), level=d.segmenter_.map_level_, val_bpd=d.validation_loss_curve_)
 """
 
 

@@ -6,7 +6,8 @@ import torch
 
 from flow_helpers import TINY, inputs, randomise
 from sklearn_uflow.flow import build_uflow
-from sklearn_uflow.training import FlowTraining, TrainingDivergedError, bits_per_dim, fit_held_out, per_image_nll
+from sklearn_uflow.training import (FlowTraining, HeldOutFit, TrainingDivergedError, bits_per_dim, fit_every_image,
+                                    fit_held_out, lower_held_out_loss, per_image_nll)
 
 OPTIONS = dict(batch_size=4, learning_rate=1e-2, weight_decay=0, device="cpu", seed=0)
 
@@ -47,6 +48,25 @@ def test_without_held_out_images_the_last_epoch_is_kept():
     fit = fit_held_out(lambda: build_uflow(TINY, n_steps=1), features(8), [(np.arange(8), np.arange(0))],
                        max_epochs=3, n_iter_no_change=1, tol=0, **OPTIONS)
     assert fit.history["best_epoch"] == len(fit.history["train_bpd"]) == 3 and fit.history["val_bpd"] == []
+
+
+def test_the_final_flow_trains_on_every_image_for_the_epochs_given():
+    data = features(12)
+    fit = fit_every_image(lambda: build_uflow(TINY, n_steps=1), data, epochs=3, max_epochs=8, **OPTIONS)
+    assert len(fit.train_bpd) == 3 and fit.train_bpd[-1] < fit.train_bpd[0]
+    # its standardisation is every image's: the features' mean over all twelve, not over a fold's
+    for s, f in enumerate(data):
+        torch.testing.assert_close(getattr(fit.flow, f"mean_{s}").flatten(), f.double().mean(dim=(0, 2, 3)).float())
+
+
+def test_the_copies_are_chosen_by_the_lower_held_out_loss_and_a_tie_keeps_the_first():
+    def fit(*losses):
+        return HeldOutFit([], {"val_bpd": list(losses)})
+
+    assert lower_held_out_loss({"none": fit(3.0, 2.5, 2.6), "eight": fit(2.9, 2.4)}) == (
+        "eight", {"none": 2.5, "eight": 2.4})
+    assert lower_held_out_loss({"none": fit(2.0, 2.4), "eight": fit(2.5, 2.0)})[0] == "none"  # a tie
+    assert lower_held_out_loss({"none": fit(1.0), "flips": fit(1.5)})[0] == "none"
 
 
 def test_weight_decay_is_decoupled_and_shrinks_only_the_couplings_weights():
