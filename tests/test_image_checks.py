@@ -116,15 +116,6 @@ def test_tabular_rows_are_refused_with_a_clear_message(estimator):
         estimator.fit(ROWS)
 
 
-def test_nested_parameters_and_clone():
-    detector = UFlowDetector(CNNFeatureTransformer(input_size=32))
-    assert detector.get_params()["extractor__input_size"] == 32
-    detector.set_params(extractor__input_size=64, epsilon=0.1)
-    assert detector.extractor.input_size == 64 and detector.epsilon == 0.1
-    copy_ = clone(detector)
-    assert copy_.extractor is not detector.extractor and copy_.get_params()["extractor__input_size"] == 64
-
-
 def test_mscait_checks_parameters_before_building():
     with pytest.raises(ValueError, match="expected images of shape"):
         MSCaiTTransformer(weights="untrained").fit(TABULAR)

@@ -1,9 +1,11 @@
 """Property-based tests: random latents and maps never break the invariants."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from sklearn.metrics import roc_auc_score
 
 from sklearn_uflow.acontrario import log10_nfa_ceiling, log_nfa_maps, significant_regions
 from sklearn_uflow.metrics import aupro, mean_iou, pixel_roc_auc
@@ -46,14 +48,20 @@ def test_regions_are_disjoint_subsets_of_the_image(u, df):
 
 @settings(max_examples=60, deadline=None)
 @given(st.data())
-def test_metrics_stay_in_unit_interval(data):
+def test_metrics_agree_with_independent_computations(data):
     shape = data.draw(st.tuples(st.integers(1, 3), st.integers(2, 8), st.integers(2, 8)))
     masks = data.draw(arrays(bool, shape))
     maps = data.draw(arrays(np.float64, shape, elements=st.floats(-10, 10)))
     predicted = data.draw(arrays(bool, shape))
-    assert 0 <= mean_iou(masks, predicted) <= 1
+    # IoU image by image, with the paper's convention: nothing to find and nothing found is a perfect 1
+    ious = [1.0 if not (m | p).any() else (m & p).sum() / (m | p).sum() for m, p in zip(masks, predicted)]
+    assert mean_iou(masks, predicted) == pytest.approx(np.mean(ious))
     if masks.any():
-        assert 0 <= mean_iou(masks, predicted, defective_only=True) <= 1
+        defective = [iou for iou, m in zip(ious, masks) if m.any()]
+        assert mean_iou(masks, predicted, defective_only=True) == pytest.approx(np.mean(defective))
     if masks.any() and not masks.all():
-        assert 0 <= pixel_roc_auc(masks, maps) <= 1
-        assert 0 <= aupro(masks, maps) <= 1 + 1e-12
+        assert pixel_roc_auc(masks, maps) == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()))
+        # both rank pixels only: doubling the scores (exact in floating point) changes neither; reversing the
+        # ranking turns the ROC AUC into its complement
+        assert pixel_roc_auc(masks, -maps) == pytest.approx(1 - pixel_roc_auc(masks, maps))
+        assert aupro(masks, 2 * maps) == aupro(masks, maps)
