@@ -199,6 +199,11 @@ def read_record(folder):
     return record
 
 
+def _in_use(folder, pid):
+    return FolderInUseError(f"{folder} is being written by another run (PID {pid}); wait for it to end, or choose "
+                            "another folder")
+
+
 def _lock_holder(folder):
     """The PID written in the folder's lock when a live process holds it, else None."""
     if fcntl is None:
@@ -234,14 +239,13 @@ class _FolderLock:
         if fcntl is None:  # pragma: no cover
             return
         while True:
-            handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, as any new file
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 pid = _pid_in(handle) or "unknown"
                 os.close(handle)
-                raise FolderInUseError(f"{folder} is being written by another run (PID {pid}); wait for it to "
-                                       "end, or choose another folder") from None
+                raise _in_use(folder, pid) from None
             # The file may have been removed by the holder that just released it: lock the one at the path.
             with contextlib.suppress(FileNotFoundError):
                 if os.path.samestat(os.fstat(handle), os.stat(self.path)):
@@ -339,8 +343,7 @@ class OutputFolder:
             return []
         pid = None if locked else _lock_holder(folder)
         if pid is not None:
-            raise FolderInUseError(f"{folder} is being written by another run (PID {pid}); wait for it to end, "
-                                   "or choose another folder")
+            raise _in_use(folder, pid)
         record = read_record(folder)
         present = {p.name: p for p in folder.iterdir()}
         present.pop(RECORD, None)
@@ -367,7 +370,7 @@ class OutputFolder:
         return [present[name] for name in sorted(earlier)]
 
     def __enter__(self):
-        self.check()
+        self.check()  # before creating anything: the lock file must not be made in an input folder
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = _FolderLock(self.path)
         try:
