@@ -121,8 +121,14 @@ def test_mscait_shapes_untrained():
 
 
 def test_missing_weights_fail_with_a_clear_message(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    # Offline with an empty cache. huggingface_hub reads its environment when it is imported (here, with timm, at
+    # collection): the variables alone would leave it online, and the test would wait on the network's timeouts.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(RuntimeError, match="Could not obtain the ImageNet weights.*weights=.*efficientnet_lite0"):
         CNNFeatureTransformer("resnet18", input_size=32, device="cpu").fit(np.zeros((1, 32, 32, 3)))
     with pytest.raises(FileNotFoundError, match="not found"):
