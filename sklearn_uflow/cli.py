@@ -228,8 +228,8 @@ def _metric_table(maps, log_nfa, masks, labels, epsilon):
 
 
 def cmd_fit(args):
-    from .outputs import check_output_file
     from .model_file import is_model_file
+    from .outputs import check_output_file
 
     files = _image_files([args.good_dir])
 
@@ -258,8 +258,8 @@ def _model_path(path):
 
 def _output_folder(args, names, inputs, model=False):
     """The run's output folder, checked: ``names`` are the images' output names."""
-    from .outputs import OutputFolder
     from .batch import image_outputs
+    from .outputs import OutputFolder
 
     outputs = [*image_outputs(names), *(["results.csv"] if names else []),
                *(["report.html"] if names and args.report else []), *(["model.uflow"] if model else [])]

@@ -344,14 +344,14 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
                                                    progress, augmentation)}
             # 2. The copies (augmentation="auto"): the splits again, learning from the candidate's copies; kept
             # when the held-out images, as they are, are more likely.
-            evidence = {}
             if self.augmentation == "auto" and candidate != "none":
                 copies = self._features(images, turns, first=originals)
                 fits[candidate] = self._fit_splits(copies, splits, len(turns), seed, progress, candidate)
+            evidence = {}
+            if n_held_out:
                 augmentation, evidence = lower_held_out_loss(fits)
-                features = copies if augmentation == candidate else features
-            elif n_held_out:
-                evidence = {augmentation: min(fits[augmentation].history["val_bpd"])}
+            if len(fits) > 1 and augmentation == candidate:
+                features = copies
             chosen = fits[augmentation]
             # 3. The flow to keep: the single split's, or one trained on every image (cross-fitting).
             if len(splits) == 1:
