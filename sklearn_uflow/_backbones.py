@@ -51,6 +51,16 @@ def lite_imagenet_state_dict(backbone="efficientnet_lite0"):
     -------
     state : dict of str to torch.Tensor
         The classifier's weights, head included.
+
+    See Also
+    --------
+    CNNFeatureTransformer : The feature step that loads them.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.features import lite_imagenet_state_dict
+    >>> tuple(lite_imagenet_state_dict()["conv_stem.weight"].shape)
+    (32, 3, 3, 3)
     """
     import importlib
 
@@ -134,6 +144,10 @@ def fold_batch_norms(module):
     -------
     module : torch.nn.Module
         The same model.
+
+    See Also
+    --------
+    lite_imagenet_state_dict : The weights of the presets it runs on.
 
     Examples
     --------

@@ -62,6 +62,11 @@ def delineate(log_nfa, maps, level, ceiling):
         Each kept pixel carries its component's log10 NFA, the others
         ``ceiling``.
 
+    See Also
+    --------
+    log_nfa_maps : The trees' regions it delineates.
+    sklearn_uflow.anomaly_map.smoothed_anomaly_maps : The maps it follows.
+
     Examples
     --------
     >>> import numpy as np

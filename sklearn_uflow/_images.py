@@ -203,6 +203,9 @@ def resize_maps(maps, size, mode="bilinear"):
 def split_features(rows, shapes):
     """Turn rows of flattened features back into per-scale tensors.
 
+    The rows are the Pipeline's form of features, the tensors the flow's; the
+    split is a reshape, so no feature is copied where NumPy can avoid it.
+
     Parameters
     ----------
     rows : array-like of shape (n_samples, sum(C * H * W))
@@ -215,6 +218,10 @@ def split_features(rows, shapes):
     maps : list of torch.Tensor of shape (n_samples, C, H, W)
         Views into ``rows`` where possible, one per scale; float64 rows stay
         float64, other rows become float32.
+
+    See Also
+    --------
+    flatten_maps : Maps into rows.
 
     Examples
     --------
@@ -241,6 +248,10 @@ def split_features(rows, shapes):
 def flatten_maps(maps):
     """Concatenate per-scale maps into rows: the inverse of :func:`split_features`.
 
+    Rows are what scikit-learn passes between the steps of a Pipeline; the
+    shapes that turn them back into maps are the feature step's
+    ``feature_shapes_``.
+
     Parameters
     ----------
     maps : list of torch.Tensor of shape (n_samples, C, H, W)
@@ -250,5 +261,16 @@ def flatten_maps(maps):
     -------
     rows : ndarray of shape (n_samples, sum(C * H * W))
         Each scale flattened channel-major, scale after scale.
+
+    See Also
+    --------
+    split_features : Rows back into maps.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_uflow.features import flatten_maps
+    >>> flatten_maps([torch.zeros(2, 3, 4, 4), torch.ones(2, 5, 2, 2)]).shape
+    (2, 68)
     """
     return torch.cat([m.reshape(m.shape[0], -1) for m in maps], dim=1).numpy()

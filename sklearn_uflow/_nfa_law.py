@@ -72,6 +72,11 @@ def log10_chi2_sf(x, df):
     log_sf : ndarray of float64
         Same shape as ``x``; 0 at ``x = 0``.
 
+    See Also
+    --------
+    NullModel.log10_sf : The same tail for a measured null law.
+    scipy.stats.chi2 : SciPy's law, exact where it is representable.
+
     Examples
     --------
     >>> from sklearn_uflow.acontrario import log10_chi2_sf
@@ -123,6 +128,11 @@ def log10_number_of_tests(region_size, scale_pixels, total_pixels):
     log_n_tests : float or ndarray of float64
         ``log10 N_T`` of each region size.
 
+    See Also
+    --------
+    log10_nfa_ceiling : The number of tests of one pixel at the largest scale.
+    significant_regions : Where the number of tests turns a PFA into an NFA.
+
     Examples
     --------
     >>> from sklearn_uflow.acontrario import log10_number_of_tests
@@ -150,6 +160,16 @@ def log10_nfa_ceiling(scale_pixels):
     -------
     ceiling : float
         ``log10 N_T(1)`` at the largest scale.
+
+    See Also
+    --------
+    log10_number_of_tests : The number of tests of any region size.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.acontrario import log10_nfa_ceiling, log10_number_of_tests
+    >>> bool(log10_nfa_ceiling([16 * 16, 8 * 8]) == log10_number_of_tests(1, 256, 256 + 64))
+    True
     """
     return float(log10_number_of_tests(1, max(scale_pixels), sum(scale_pixels)))
 
@@ -177,6 +197,18 @@ class NullModel(NamedTuple):
         Where the exponential tail starts.
     tail_scale : float, default=0.0
         The tail's mean excess.
+
+    See Also
+    --------
+    fit_null : Measure one from latents of normal images.
+    log10_chi2_sf : The theory's tail.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.acontrario import NullModel
+    >>> null = NullModel.theory(2)
+    >>> null.scale, null.dof, null.area
+    (1.0, 2.0, 1.0)
     """
 
     scale: float
@@ -259,6 +291,20 @@ def fit_null(latents):
     -------
     null : list of NullModel
         One per scale.
+
+    See Also
+    --------
+    NullModel : What it measures.
+    NullModel.theory : The law of a perfect flow, measured by nothing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.acontrario import fit_null
+    >>> rng = np.random.default_rng(0)
+    >>> null = fit_null([rng.standard_normal((50, 4, 16, 16))])[0]  # i.i.d. N(0, 1): the theory
+    >>> round(null.scale, 1), round(null.dof), round(null.area, 1)
+    (1.0, 4, 1.0)
     """
     null = []
     for z in latents:

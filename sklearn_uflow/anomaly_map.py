@@ -23,6 +23,10 @@ AUTO_SMOOTHING = 1 / 64
 def anomaly_map(latents, size):
     """Anomaly map of a batch from its per-scale latents.
 
+    The paper's equation 2: at each scale, a pixel's likelihood under the
+    normal law, ``exp(-||z||^2 / 2C)``, is upsampled bilinearly to ``size``;
+    the map is one minus their mean, 0 where every scale is typical.
+
     Parameters
     ----------
     latents : list of torch.Tensor of shape (n, C_l, H_l, W_l)
@@ -34,6 +38,10 @@ def anomaly_map(latents, size):
     -------
     maps : torch.Tensor of shape (n, H, W)
         ``1 - mean_l upsample(exp(-mean_k z_k^2 / 2))``, in [0, 1].
+
+    See Also
+    --------
+    smoothed_anomaly_maps : The map with its Gaussian filter, as NumPy.
 
     Examples
     --------
@@ -51,6 +59,10 @@ def anomaly_map(latents, size):
 def smoothing_sigma(map_smoothing, size, finest_cells):
     """The Gaussian filter's width, in pixels per axis, that ``map_smoothing`` means.
 
+    The width follows the image, not the backbone: ``"auto"`` is a share of
+    each side, so a defect of a given share of the image is smoothed alike at
+    any input size.
+
     Parameters
     ----------
     map_smoothing : "auto" or float
@@ -66,6 +78,10 @@ def smoothing_sigma(map_smoothing, size, finest_cells):
     sigma : list of float
         Standard deviation along rows and columns.
 
+    See Also
+    --------
+    smooth_maps : The filter of this width.
+
     Examples
     --------
     >>> from sklearn_uflow.anomaly_map import smoothing_sigma
@@ -80,6 +96,9 @@ def smoothing_sigma(map_smoothing, size, finest_cells):
 def smooth_maps(maps, sigma):
     """Gaussian smoothing of a batch of maps.
 
+    The maps are filtered one by one, not across the batch, so that an image's
+    map does not depend on the others'.
+
     Parameters
     ----------
     maps : ndarray of shape (n, H, W)
@@ -93,6 +112,11 @@ def smooth_maps(maps, sigma):
     smoothed : ndarray of shape (n, H, W)
         :func:`scipy.ndimage.gaussian_filter` of each map, with the edges
         extended (``mode="nearest"``) and the kernel cut at 4 sigma.
+
+    See Also
+    --------
+    smoothing_sigma : The width ``map_smoothing`` means.
+    scipy.ndimage.gaussian_filter : The filter.
 
     Examples
     --------
@@ -114,6 +138,10 @@ def smooth_maps(maps, sigma):
 def smoothed_anomaly_maps(latents, size, map_smoothing="auto"):
     """:func:`anomaly_map` filtered as ``map_smoothing`` says, as NumPy.
 
+    The maps a detector returns: :func:`anomaly_map` at ``size``, then the
+    Gaussian filter of :func:`smoothing_sigma`, which removes the blocky
+    texture of the coarse scales' upsampling.
+
     Parameters
     ----------
     latents : list of torch.Tensor or ndarray of shape (n, C_l, H_l, W_l)
@@ -127,6 +155,21 @@ def smoothed_anomaly_maps(latents, size, map_smoothing="auto"):
     -------
     maps : ndarray of shape (n, H, W), float32
         In [0, 1]; higher is more anomalous.
+
+    See Also
+    --------
+    anomaly_map : The unsmoothed map, as torch.
+    sklearn_uflow.UFlowDetector.anomaly_maps : The same maps from images.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.anomaly_map import smoothed_anomaly_maps
+    >>> z = np.zeros((1, 4, 4, 4), dtype=np.float32)
+    >>> z[0, :, 1, 1] = 3.0
+    >>> maps = smoothed_anomaly_maps([z], (16, 16))
+    >>> maps.shape, maps.dtype, bool(maps[0, 5, 5] > maps[0, 15, 15])
+    ((1, 16, 16), dtype('float32'), True)
     """
     latents = [torch.as_tensor(z) for z in latents]
     maps = anomaly_map(latents, size).cpu().numpy()

@@ -52,6 +52,18 @@ def output_names(files):
     -------
     names : list of str
         One name per file, in order.
+
+    See Also
+    --------
+    image_outputs : The files written under each name.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.batch import output_names
+    >>> output_names(["good/001.png", "crack/002.png"])
+    ['001', '002']
+    >>> output_names(["good/001.png", "crack/001.png", "crack/002.png"])  # a stem shared: every name numbered
+    ['00000_001', '00001_001', '00002_002']
     """
     names = [Path(f).stem for f in files]
     if len(set(names)) < len(names):
@@ -62,6 +74,9 @@ def output_names(files):
 def image_outputs(names):
     """The files :func:`write_outputs` writes for images of these output names.
 
+    The names are planned before any image is read, so that a run can check
+    its output folder, and refuse it, before any work.
+
     Parameters
     ----------
     names : list of str
@@ -71,6 +86,17 @@ def image_outputs(names):
     -------
     files : list of str
         ``NAME_map.png``, ``NAME_mask.png`` and ``NAME_overlay.png`` of each.
+
+    See Also
+    --------
+    output_names : The output name of each image file.
+    sklearn_uflow.outputs.OutputFolder : The folder that checks and records them.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.batch import image_outputs
+    >>> image_outputs(["a"])
+    ['a_map.png', 'a_mask.png', 'a_overlay.png']
     """
     return [f"{name}_{kind}.png" for name in names for kind in IMAGE_OUTPUTS]
 
@@ -117,6 +143,25 @@ def write_outputs(images, maps, log_nfa, names, output_dir, epsilon, true_masks=
     -------
     rows : list of dict
         One summary row per image, keyed by :data:`RESULT_COLUMNS`.
+
+    See Also
+    --------
+    score_files : Read, score and write image files.
+    write_results : The summary rows as CSV.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from sklearn_uflow.batch import write_outputs
+    >>> log_nfa = np.full((1, 8, 8), 3.0)
+    >>> log_nfa[0, 2:4, 2:4] = -4.0
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     rows = write_outputs([np.zeros((8, 8), np.uint8)], np.zeros((1, 8, 8)), log_nfa, ["a"], folder, 0.05)
+    ...     files = sorted(p.name for p in Path(folder).iterdir())
+    >>> files, rows[0]["decision"], rows[0]["n_regions"]
+    (['a_map.png', 'a_mask.png', 'a_overlay.png'], 'anomalous', 1)
     """
     import torch
     from skimage.measure import label
@@ -245,6 +290,11 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
         If ``epsilon`` or ``files_per_task`` is out of range, or
         ``output_dir`` is or contains one of ``files``.
 
+    See Also
+    --------
+    write_outputs : The files written for images already scored.
+    sklearn_uflow.report.write_report : The HTML page of a run's results.
+
     Examples
     --------
     >>> from sklearn_uflow.batch import score_files
@@ -328,12 +378,31 @@ def _format(value):
 def write_results(rows, path):
     """Write summary rows as CSV, whole or not at all.
 
+    The rows are written to a temporary file beside ``path`` that replaces it
+    only once complete, so an interrupted run leaves no truncated table.
+
     Parameters
     ----------
     rows : list of dict
         Rows keyed by :data:`RESULT_COLUMNS`.
     path : path-like
         The CSV file.
+
+    See Also
+    --------
+    write_outputs : The rows it writes.
+    sklearn_uflow.outputs.atomic_path : Whole or not at all.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_uflow.batch import write_results
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     row = dict(image="a.png", max_anomaly_score=0.3, decision="normal", min_log10_nfa=2.5, n_regions=0)
+    ...     write_results([{**row, "error": ""}], Path(folder) / "results.csv")
+    ...     print(Path(folder, "results.csv").read_text().splitlines()[0])
+    image,max_anomaly_score,decision,min_log10_nfa,n_regions,error
     """
     with atomic_path(path) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.writer(f)

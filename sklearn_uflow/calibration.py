@@ -46,6 +46,17 @@ class ConformalCalibration(NamedTuple):
         Their calibrated log10 NFA, increasing.
     ceiling : float, default=inf
         The log10 NFA of pixels in no region.
+
+    See Also
+    --------
+    conformal_calibration : Fit one on held-out normal images.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.calibration import ConformalCalibration
+    >>> calibration = ConformalCalibration([-2.0, 0.0], [-1.0, 0.0], ceiling=3.0)
+    >>> calibration([-4.0, -1.0, 3.0])  # one decade per decade below the knots; the ceiling stays
+    array([-3. , -0.5,  3. ])
     """
 
     raw: np.ndarray
@@ -120,6 +131,11 @@ def conformal_calibration(scores, ceiling=np.inf):
         The map, its knots at the distinct scores below the ceiling (the
         identity when there are none).
 
+    See Also
+    --------
+    ConformalCalibration : The map it returns.
+    false_alarm_curve : The false alarms it bounds, measured.
+
     Examples
     --------
     >>> from sklearn_uflow.calibration import conformal_calibration
@@ -142,6 +158,10 @@ def conformal_calibration(scores, ceiling=np.inf):
 def false_alarm_curve(log_nfa, epsilons=EPSILONS):
     """Count the detections in normal images, threshold by threshold.
 
+    The NFA promises at most ``epsilon`` regions per normal image on average;
+    this measures what a set of normal images shows, for a fitted detector's
+    ``segmenter_.false_alarm_curve_`` and the documentation's tables.
+
     Parameters
     ----------
     log_nfa : ndarray of shape (n, H, W)
@@ -158,6 +178,10 @@ def false_alarm_curve(log_nfa, epsilons=EPSILONS):
         image, the false alarms that the NFA promises to keep at most
         ``epsilon``; ``"images_flagged"``, the share of images with at
         least one.
+
+    See Also
+    --------
+    conformal_calibration : The map that bounds the images flagged.
 
     Examples
     --------

@@ -436,6 +436,10 @@ def build_parser():
 def main(argv=None):
     """Run the ``sklearn-uflow`` command.
 
+    The entry point of the ``sklearn-uflow`` console script, callable from
+    Python with the arguments as a list: it returns the exit code rather than
+    exiting, and reports bad input as one line on standard error.
+
     Parameters
     ----------
     argv : list of str, default=None
@@ -446,6 +450,17 @@ def main(argv=None):
     status : int
         The exit code: 0 on success, 1 when ``predict`` could not score
         some files, 2 on bad input, 130 or 143 when interrupted.
+
+    See Also
+    --------
+    sklearn_uflow.batch.score_files : What ``predict`` runs.
+    sklearn_uflow.UFlowDetector : What ``fit`` fits.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.cli import main
+    >>> main(["--version"])  # doctest: +SKIP
+    0
     """
     # First the handlers, then the arguments, then anything heavy: an interrupt at any moment gets its line.
     main_thread = threading.current_thread() is threading.main_thread()

@@ -27,6 +27,9 @@ _READ_ERRORS = (OSError, SyntaxError)
 def image_files(folder):
     """List the image files of a folder, by extension, sorted by name.
 
+    Files are recognised by their suffix, case aside; folders and other files
+    are skipped, and the order is the same on every system.
+
     Parameters
     ----------
     folder : path-like
@@ -36,6 +39,23 @@ def image_files(folder):
     -------
     files : list of pathlib.Path
         Its files whose suffix is one of :data:`IMAGE_EXTENSIONS`.
+
+    See Also
+    --------
+    read_image : Read one.
+    auto_image_size : The size to read them at.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_uflow.datasets import image_files
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     for name in ("b.PNG", "a.jpg", "notes.txt"):
+    ...         (Path(folder) / name).touch()
+    ...     names = [f.name for f in image_files(folder)]
+    >>> names
+    ['a.jpg', 'b.PNG']
     """
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
 
@@ -61,6 +81,23 @@ def auto_image_size(files):
     -------
     size : (int, int)
         ``(H, W)``.
+
+    See Also
+    --------
+    load_anomaly_folder : Reads at this size with ``image_size='auto'``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from sklearn_uflow.datasets import auto_image_size
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     Image.fromarray(np.zeros((500, 1250), np.uint8)).save(Path(folder) / "strip.png")
+    ...     size = auto_image_size([Path(folder) / "strip.png"])
+    >>> size
+    (160, 400)
     """
     from PIL import Image
 
@@ -119,6 +156,22 @@ def read_image(path, *, color="rgb", image_size=None):
     ValueError
         If the file is not an image Pillow can read, or cannot be read
         faithfully as 8 bits.
+
+    See Also
+    --------
+    resize_image : The resizing it applies.
+    load_anomaly_folder : A whole dataset.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> from sklearn_uflow.datasets import read_image
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     Image.new("L", (6, 4), 200).save(f"{folder}/gray.png")  # 6 wide, 4 high
+    ...     image = read_image(f"{folder}/gray.png")
+    >>> image.shape, image[0, 0].tolist()
+    ((4, 6, 3), [200, 200, 200])
     """
     from PIL import Image, ImageOps
 
@@ -168,6 +221,9 @@ def _declared_bits(image, default):
 def resize_image(image, image_size):
     """Resize one uint8 image, bilinearly, as :func:`read_image` does.
 
+    Pillow's bilinear filter, on the whole image at once, so that images read
+    resized and images resized after reading are the same to the bit.
+
     Parameters
     ----------
     image : ndarray of shape (H, W) or (H, W, 3), uint8
@@ -179,6 +235,17 @@ def resize_image(image, image_size):
     -------
     resized : ndarray of shape (H, W) or (H, W, 3), uint8
         ``image`` itself when it has that size already.
+
+    See Also
+    --------
+    read_image : Reads and resizes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.datasets import resize_image
+    >>> resize_image(np.zeros((10, 20, 3), np.uint8), (5, 8)).shape
+    (5, 8, 3)
     """
     from PIL import Image
 
@@ -222,6 +289,10 @@ def _stack(images, files, what):
 def list_anomaly_folder(path):
     """The image files of an MVTec-layout category folder, without reading them.
 
+    A command checks its inputs and outputs before reading any image: this
+    lists what :func:`load_anomaly_folder` would read, and the folders that
+    no output may be written into.
+
     Parameters
     ----------
     path : str or path-like
@@ -242,6 +313,23 @@ def list_anomaly_folder(path):
         If ``path`` does not exist.
     ValueError
         If it has no training images in ``train/good``.
+
+    See Also
+    --------
+    load_anomaly_folder : Read them.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_uflow.datasets import list_anomaly_folder
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     for name in ("train/good/0.png", "test/good/1.png", "test/cut/2.png", "ground_truth/cut/2_mask.png"):
+    ...         (Path(root) / name).parent.mkdir(parents=True, exist_ok=True)
+    ...         (Path(root) / name).touch()
+    ...     files = list_anomaly_folder(root)
+    >>> [str(f) for f in files.train_files], sorted(str(f) for f in files.test_files)
+    (['train/good/0.png'], ['test/cut/2.png', 'test/good/1.png'])
     """
     root = Path(path)
     if not root.is_dir():
@@ -297,6 +385,18 @@ def load_anomaly_folder(path, *, image_size=None, color="auto"):
         If the folder does not follow the layout: no training images, a
         defective image without mask, a mask of another size, images of
         different sizes without ``image_size``.
+
+    See Also
+    --------
+    list_anomaly_folder : The files, without reading them.
+    make_defects : A synthetic set in the same form.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.datasets import load_anomaly_folder
+    >>> data = load_anomaly_folder("mvtec/hazelnut", image_size="auto")  # doctest: +SKIP
+    >>> data.train_images.shape  # doctest: +SKIP
+    (391, 256, 256, 3)
     """
     from PIL import Image
 
@@ -381,6 +481,10 @@ def make_defects(n_samples=40, *, anomaly_ratio=0.5, image_size=64, n_channels=3
         1 for defective images, 0 for normal ones.
     masks : ndarray of shape (n_samples, image_size, image_size), bool
         The defects' pixels.
+
+    See Also
+    --------
+    load_anomaly_folder : Real images, in the same form.
 
     Examples
     --------

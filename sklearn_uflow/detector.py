@@ -86,7 +86,11 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         >= 0. 0 gives the paper's couplings.
     map_smoothing : "auto" or float, default="auto"
         The maps' Gaussian filter, in cells of the finest latent grid, >= 0
-        (0: the paper's map); ``"auto"``: 1/64 of the image's side.
+        (0: the paper's map); ``"auto"``: 1/64 of the image's side. Fixed at
+        ``fit`` with the masks' level (the segmenter's ``map_smoothing``);
+        a fitted detector's maps at another width are
+        :func:`~sklearn_uflow.anomaly_map.smoothed_anomaly_maps` of its
+        :meth:`latents`.
     augmentation : {"auto", "none", "flips", "quarter_turns", "eight"}, default="auto"
         Also fit on flipped or turned copies of the training images, for
         parts whose pose varies or sets too small to show every variation;
@@ -132,7 +136,8 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         Improvement (bits per dimension) that counts, >= 0.
     contamination : "auto" or float, default="auto"
         ``"auto"``: an image is an outlier when it has an epsilon-meaningful
-        region. A float in (0, 0.5]: the share of training outliers.
+        region. A float in (0, 0.5]: the largest share of training images
+        flagged, each scored through a flow that did not train on it.
     epsilon : float, default=0.05
         The NFA threshold, > 0. Calibrated, the largest probability that a
         normal image holds a detection (0.05: one in twenty at most; 0.01:
@@ -199,6 +204,12 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         The fitted a contrario step.
     device_ : torch.device
         Where the flow runs.
+
+    See Also
+    --------
+    sklearn_uflow.ACotrarioSegmenter : The a contrario step alone, on latent rows.
+    sklearn_uflow.CNNFeatureTransformer : The CNN feature steps.
+    sklearn.ensemble.IsolationForest : The outlier detector whose interface it follows.
 
     Notes
     -----
@@ -377,7 +388,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
                   else [(judge, val) for judge, (_, val) in zip(chosen.flows, splits)])
         held_out = self._latents_of_rows(features, *zip(*judges))
         self.segmenter_ = self._fit_segmenter(held_out, calibrated=n_held_out > 0)
-        self.offset_ = self._fit_offset(originals)
+        self.offset_ = self._fit_offset(held_out)
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
@@ -463,14 +474,20 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
             n_jobs=self.n_jobs,
         ).fit_latents(held_out)
 
-    def _fit_offset(self, features):
-        """``contamination="auto"``: the decision at epsilon; a share: that quantile of the training images'
-        scores, from their ``features`` extracted for training."""
+    def _fit_offset(self, held_out):
+        """``contamination="auto"``: the decision at epsilon. A share: the highest score at which at most that
+        share of the training images is flagged, each scored through a flow that did not train on it (its
+        ``held_out`` latents), as a new image is. Most normal images hold no region and tie at the NFA's
+        ceiling, so a percentile would flag them all."""
         if self.contamination == "auto":
             return float(np.log10(self.epsilon))
-        scores = [self._score(self._latents_of([f[batch] for f in features]))
-                  for batch in gen_batches(len(features[0]), self.scoring_batch_size)]
-        return float(np.percentile(np.concatenate(scores), 100.0 * self.contamination))
+        scores = np.sort(np.concatenate([
+            self._score([z[batch] for z in held_out])
+            for batch in gen_batches(len(held_out[0]), self.scoring_batch_size)]))
+        n_flagged = int(self.contamination * len(scores))
+        # The last score before the first that would flag more than n_flagged images.
+        within = scores[np.searchsorted(scores, scores, side="right") <= n_flagged]
+        return float(within[-1]) if len(within) else float(np.nextafter(scores[0], -np.inf))
 
     def _progress(self, total, stage, unit):
         """A progress bar for one stage of the work, shown when ``verbose``."""
@@ -580,7 +597,8 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         return self._log_nfa(latents).min(axis=(1, 2))
 
     def _map(self, latents):
-        return smoothed_anomaly_maps(latents, self.image_size_, self.map_smoothing)
+        # The segmenter's smoothing, which its level was fitted on.
+        return smoothed_anomaly_maps(latents, self.image_size_, self.segmenter_.map_smoothing)
 
     def _log_nfa(self, latents, maps=None):
         return self.segmenter_.log_nfa_of_latents(latents, maps)
@@ -605,7 +623,8 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
     def anomaly_maps(self, X):
         """Compute the anomaly maps of the paper's equation 2, smoothed.
 
-        The maps are at the images' size, filtered as ``map_smoothing`` says.
+        The maps are at the images' size, filtered as ``map_smoothing`` said
+        at ``fit``.
 
         {images}
 
@@ -649,10 +668,7 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
         """
         def both(latents):
             maps = self._map(latents)
-            # The segmenter's level was fitted on maps of its own smoothing,
-            # which a later set_params(map_smoothing=...) does not change.
-            same = self.segmenter_.map_smoothing == self.map_smoothing
-            return maps, self._log_nfa(latents, maps if same else None)
+            return maps, self._log_nfa(latents, maps)
 
         return self._batched(X, both, (np.float32, np.float64))
 

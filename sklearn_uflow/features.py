@@ -59,6 +59,17 @@ class BaseFeatureExtractor(TorchStateMixin, TransformerMixin, BaseEstimator):
     ``_forward`` (normalised images to a list of ``(n, C, h, w)`` maps) and
     ``_normalization`` (the backbone's mean and standard deviation), and
     define ``_input_size``.
+
+    See Also
+    --------
+    CNNFeatureTransformer : The CNN feature steps.
+    MSCaiTTransformer : The paper's transformer features.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.features import BaseFeatureExtractor, CNNFeatureTransformer
+    >>> isinstance(CNNFeatureTransformer(), BaseFeatureExtractor)
+    True
     """
 
     _torch_attributes = ("model_",)
@@ -238,6 +249,10 @@ class BaseFeatureExtractor(TorchStateMixin, TransformerMixin, BaseEstimator):
 class CNNFeatureTransformer(BaseFeatureExtractor):
     """Features of a frozen ImageNet CNN, by default at strides 4, 8 and 16.
 
+    A scikit-learn transformer from images ``(n, H, W[, C])`` to rows of
+    flattened multi-scale feature maps: the backbone is frozen and fitted to
+    nothing, so ``fit`` only builds it and records the shapes.
+
     Parameters
     ----------
     backbone : {"efficientnet_lite0", "efficientnet_lite2", "resnet18", "wide_resnet50_2"}, \
@@ -293,6 +308,11 @@ class CNNFeatureTransformer(BaseFeatureExtractor):
         The device the backbone runs on.
     model_ : torch.nn.Module
         The frozen backbone.
+
+    See Also
+    --------
+    MSCaiTTransformer : The paper's features, for a GPU.
+    sklearn_uflow.UFlowDetector : The detector that composes a feature step.
 
     Examples
     --------
@@ -435,9 +455,21 @@ class MSCaiTTransformer(BaseFeatureExtractor):
     n_scales_, n_features_out_, n_channels_, device_, model_
         As in :class:`CNNFeatureTransformer`.
 
+    See Also
+    --------
+    CNNFeatureTransformer : Lighter features, for a CPU.
+
     Notes
     -----
     On a CPU the large CaiT takes seconds per image; it is meant for a GPU.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow import MSCaiTTransformer
+    >>> step = MSCaiTTransformer(device="cuda").fit(np.zeros((1, 448, 448, 3), np.uint8))  # doctest: +SKIP
+    >>> step.feature_shapes_  # doctest: +SKIP
+    [(768, 28, 28), (384, 14, 14)]
     """
 
     _input_size = 448
@@ -483,6 +515,9 @@ class MSCaiTTransformer(BaseFeatureExtractor):
 def make_feature_extractor(extractor, **kwargs):
     """Make the feature step of a preset name, or return ``extractor`` itself.
 
+    The detector's ``extractor`` parameter takes either; a name is turned into
+    its feature step here, with the options the detector passes on.
+
     Parameters
     ----------
     extractor : {"mscait", "resnet18", "wide_resnet50_2", "efficientnet_lite0"} or BaseFeatureExtractor
@@ -494,6 +529,17 @@ def make_feature_extractor(extractor, **kwargs):
     -------
     extractor : BaseFeatureExtractor
         An unfitted feature step.
+
+    See Also
+    --------
+    CNNFeatureTransformer : The CNN presets.
+    MSCaiTTransformer : The mscait preset.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.features import make_feature_extractor
+    >>> make_feature_extractor("resnet18", device="cpu")
+    CNNFeatureTransformer(backbone='resnet18', device='cpu')
     """
     if isinstance(extractor, BaseFeatureExtractor):
         return extractor

@@ -125,6 +125,10 @@ def position_cosines(height, width, n_frequencies):
     cosines : torch.Tensor of shape (1, 2 * n_frequencies, height, width)
         The rows' cosines, then the columns'.
 
+    See Also
+    --------
+    build_uflow : Its couplings see these, with ``positional_encoding``.
+
     Examples
     --------
     >>> from sklearn_uflow.flow import position_cosines
@@ -176,6 +180,20 @@ class FlowStep(Fm.AllInOneBlock):
         Learned Householder reflections.
     reverse_permutation : bool, default=False
         Permute before the coupling rather than after.
+
+    See Also
+    --------
+    build_uflow : The flow built of these steps.
+    FrEIA.modules.AllInOneBlock : The block it reproduces.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_uflow.flow import CouplingSubnet, FlowStep
+    >>> step = FlowStep([(4, 8, 8)], subnet_constructor=CouplingSubnet(3))
+    >>> (y,), log_det = step([torch.randn(2, 4, 8, 8)])
+    >>> tuple(y.shape), tuple(log_det.shape)
+    ((2, 4, 8, 8), (2,))
     """
 
     def forward(self, x, c=[], rev=False, jac=True):  # noqa: B006 (FrEIA's signature)
@@ -224,6 +242,11 @@ def _channels_up(channels):
 def latent_shapes(feature_shapes):
     """Compute the latents' shapes for given feature shapes.
 
+    Every stage but the finest keeps half of its channels as its latent and
+    sends the other half up, pixel-shuffled to a quarter as many channels at
+    twice the resolution; the finest stage, its features and what came up,
+    is its latent whole.
+
     Parameters
     ----------
     feature_shapes : list of (C, H, W)
@@ -234,6 +257,16 @@ def latent_shapes(feature_shapes):
     shapes : list of (C, H, W)
         The latents' shapes, finest first: the channels left at each scale
         once half of every coarser stage has been sent up.
+
+    See Also
+    --------
+    build_uflow : The flow whose latents these are.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.flow import latent_shapes
+    >>> latent_shapes([(8, 4, 4), (16, 2, 2)])
+    [(10, 4, 4), (8, 2, 2)]
     """
     shapes = [None] * len(feature_shapes)
     carried = 0
@@ -263,6 +296,11 @@ def _check_shapes(feature_shapes):
 def build_uflow(feature_shapes, *, n_steps=4, clamp=2.0, image_context=True, positional_encoding=4, seed=0):
     """Build the U-shaped flow for the given feature shapes.
 
+    Coarse to fine: each stage's steps run at its scale, half of its channels
+    leave as that scale's latent, and the other half is pixel-shuffled into
+    the next finer scale, where it joins that scale's features. One graph,
+    one log-determinant.
+
     Parameters
     ----------
     feature_shapes : list of (C, H, W)
@@ -289,6 +327,18 @@ def build_uflow(feature_shapes, *, n_steps=4, clamp=2.0, image_context=True, pos
         (finest scale first) and the log-determinant per sample (see
         :meth:`UFlow.forward`). Set its input standardisation with
         ``flow.standardize_with(features)``.
+
+    See Also
+    --------
+    latent_shapes : The shapes of its latents.
+    load_uflow : Build it again from its options and weights.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.flow import build_uflow
+    >>> flow = build_uflow([(8, 4, 4), (16, 2, 2)], n_steps=1, seed=0)
+    >>> flow.build_options["feature_shapes"]
+    [[8, 4, 4], [16, 2, 2]]
     """
     _check_shapes(feature_shapes)
     rng = np.random.default_rng(seed)
@@ -358,6 +408,10 @@ def load_uflow(build_options, weights):
     flow : UFlow
         On the CPU, in evaluation mode.
 
+    See Also
+    --------
+    build_uflow : Build a new flow.
+
     Examples
     --------
     >>> import torch
@@ -393,6 +447,19 @@ class UFlow(nn.Module):
     context_slot : object, default=None
         Where the couplings read the image's context, or None for a flow
         without it.
+
+    See Also
+    --------
+    build_uflow : Build one.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_uflow.flow import build_uflow
+    >>> flow = build_uflow([(8, 4, 4), (16, 2, 2)], n_steps=1)
+    >>> latents, log_det = flow([torch.randn(3, 8, 4, 4), torch.randn(3, 16, 2, 2)])
+    >>> [tuple(z.shape) for z in latents], tuple(log_det.shape)
+    ([(3, 10, 4, 4), (3, 8, 2, 2)], (3,))
     """
 
     def __init__(self, graph, feature_shapes, context_slot=None):

@@ -39,6 +39,10 @@ def _check_pair(masks, maps):
 def pixel_roc_auc(masks, maps):
     """Area under the ROC curve of pixel scores against pixel ground truth.
 
+    Every pixel of every image counts once, as in the MVTec AD protocol: a
+    threshold-free measure of how well the maps rank defect pixels above
+    normal ones.
+
     Parameters
     ----------
     masks : array-like of shape (n_images, H, W)
@@ -50,6 +54,11 @@ def pixel_roc_auc(masks, maps):
     -------
     auc : float
         In [0, 1].
+
+    See Also
+    --------
+    aupro : Each defect counts equally, whatever its size.
+    sklearn.metrics.roc_auc_score : The computation, on the flattened pixels.
 
     Examples
     --------
@@ -87,6 +96,19 @@ def aupro(masks, maps, *, max_fpr=0.3):
     -------
     aupro : float
         In [0, 1].
+
+    See Also
+    --------
+    pixel_roc_auc : Each pixel counts equally.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.metrics import aupro
+    >>> masks = np.zeros((1, 4, 4), dtype=bool)
+    >>> masks[0, 1:3, 1:3] = True
+    >>> aupro(masks, masks.astype(float))  # a perfect map
+    1.0
     """
     masks, maps = _check_pair(masks, maps)
     if not masks.any() or masks.all():
@@ -119,6 +141,9 @@ def aupro(masks, maps, *, max_fpr=0.3):
 def mean_iou(masks, predicted, *, defective_only=False):
     """Mean intersection over union of predicted and true masks, per image.
 
+    This measures the masks themselves, at the threshold they were drawn
+    with, where the ROC measures rank the maps at every threshold.
+
     Parameters
     ----------
     masks : array-like of shape (n_images, H, W)
@@ -134,6 +159,10 @@ def mean_iou(masks, predicted, *, defective_only=False):
     -------
     miou : float
         In [0, 1].
+
+    See Also
+    --------
+    mean_iou_scorer : The same for a detector, in model selection.
 
     Examples
     --------
@@ -164,6 +193,9 @@ def mean_iou(masks, predicted, *, defective_only=False):
 def image_roc_auc(labels, scores):
     """Compute the ROC AUC of image scores against image labels.
 
+    The image-level detection measure: how well the scores rank defective
+    images above normal ones, whatever the threshold.
+
     Parameters
     ----------
     labels : array-like of shape (n_images,) or (n_images, H, W)
@@ -176,6 +208,17 @@ def image_roc_auc(labels, scores):
     -------
     auc : float
         The area under the ROC curve, in [0, 1].
+
+    See Also
+    --------
+    image_roc_auc_scorer : The same for a detector, in model selection.
+    sklearn.metrics.roc_auc_score : The computation.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.metrics import image_roc_auc
+    >>> image_roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    0.75
     """
     labels = np.asarray(labels)
     if labels.ndim == 3:  # masks: an image is defective when its mask is not empty
@@ -201,6 +244,18 @@ Returns
 score : float
 """
 
+_USE = """A scorer for :class:`~sklearn.model_selection.GridSearchCV` and
+:func:`~sklearn.model_selection.cross_validate`, whose ``y`` carries the
+ground truth that anomaly detectors' own ``score`` does not take."""
+
+
+def _example(name):
+    return f""">>> from sklearn.model_selection import GridSearchCV
+>>> from sklearn_uflow import UFlowDetector
+>>> from sklearn_uflow.metrics import {name}
+>>> search = GridSearchCV(UFlowDetector("efficientnet_lite0"), {{"epsilon": [0.01, 0.05]}},
+...                       scoring={name})"""
+
 
 # Scorers: ``scorer(estimator, X, y)`` with ``y`` the masks of X (n, H, W);
 # they rank fitted detectors in GridSearchCV / cross_val_score. A Pipeline
@@ -213,39 +268,71 @@ def _call(estimator, method, X):
     raise TypeError(f"{type(estimator).__name__} has no {method}; score a UFlowDetector or a Pipeline ending with one.")
 
 
-@fill_docstring(scored=_SCORED_AGAINST_MASKS)
+@fill_docstring(scored=_SCORED_AGAINST_MASKS, use=_USE, example=_example('pixel_roc_auc_scorer'))
 def pixel_roc_auc_scorer(estimator, X, y):
     """Score the anomaly maps by their pixel ROC AUC against the masks.
 
+    {use}
+
     {scored}
         The pixel ROC AUC of ``estimator.anomaly_maps(X)``; higher is better.
+
+    See Also
+    --------
+    pixel_roc_auc : The measure it computes.
+
+    Examples
+    --------
+    {example}
     """
     return pixel_roc_auc(y, _call(estimator, "anomaly_maps", X))
 
 
-@fill_docstring(scored=_SCORED_AGAINST_MASKS)
+@fill_docstring(scored=_SCORED_AGAINST_MASKS, use=_USE, example=_example('aupro_scorer'))
 def aupro_scorer(estimator, X, y):
     """Score the anomaly maps by their AUPRO (FPR up to 0.3) against the masks.
 
+    {use}
+
     {scored}
         The AUPRO of ``estimator.anomaly_maps(X)``; higher is better.
+
+    See Also
+    --------
+    aupro : The measure it computes.
+
+    Examples
+    --------
+    {example}
     """
     return aupro(y, _call(estimator, "anomaly_maps", X))
 
 
-@fill_docstring(scored=_SCORED_AGAINST_MASKS)
+@fill_docstring(scored=_SCORED_AGAINST_MASKS, use=_USE, example=_example('mean_iou_scorer'))
 def mean_iou_scorer(estimator, X, y):
     """Score the predicted masks by their mean IoU against the true ones.
 
+    {use}
+
     {scored}
         The mean IoU of ``estimator.predict_masks(X)``; higher is better.
+
+    See Also
+    --------
+    mean_iou : The measure it computes.
+
+    Examples
+    --------
+    {example}
     """
     return mean_iou(y, _call(estimator, "predict_masks", X))
 
 
-@fill_docstring(scored=_SCORED)
+@fill_docstring(scored=_SCORED, use=_USE, example=_example('image_roc_auc_scorer'))
 def image_roc_auc_scorer(estimator, X, y):
     """Score the images' scores by their ROC AUC against the labels.
+
+    {use}
 
     {scored}
     y : array-like of shape (n_images,) or (n_images, H, W)
@@ -255,5 +342,13 @@ def image_roc_auc_scorer(estimator, X, y):
     -------
     score : float
         The ROC AUC of ``-estimator.score_samples(X)``; higher is better.
+
+    See Also
+    --------
+    image_roc_auc : The measure it computes.
+
+    Examples
+    --------
+    {example}
     """
     return image_roc_auc(y, -estimator.score_samples(X))

@@ -48,7 +48,20 @@ FORMAT_VERSION = 9
 
 
 class ModelFileError(ValueError):
-    """The file is not a readable sklearn-uflow model file."""
+    """The file is not a readable sklearn-uflow model file.
+
+    It is a :class:`ValueError`: the file's content, not the program, is at
+    fault. The command line reports it as bad input (exit code 2).
+
+    See Also
+    --------
+    load_detector : Raises it.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.model_file import ModelFileError
+    >>> issubclass(ModelFileError, ValueError)
+    True"""
 
 
 def _checksum(tensors, metadata):
@@ -80,6 +93,16 @@ def is_model_file(path):
     -------
     is_model : bool
         True when the file's header names this library's model format.
+
+    See Also
+    --------
+    load_detector : Read the whole file, checked.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.model_file import is_model_file
+    >>> is_model_file(__file__)
+    False
     """
     try:
         with open(path, "rb") as handle:
@@ -229,12 +252,25 @@ def _restore(detector, tensors, state):
 def save_detector(detector, path):
     """Write a fitted :class:`~sklearn_uflow.UFlowDetector` to ``path``.
 
+    The file holds tensors and JSON metadata only, no pickle: loading it runs
+    no code from it, and a checksum over both refuses a changed file.
+
     Parameters
     ----------
     detector : UFlowDetector
         A fitted detector with its own feature step.
     path : str or path-like
         The file to write, whole or not at all.
+
+    See Also
+    --------
+    load_detector : Read it back.
+    sklearn_uflow.UFlowDetector.save : The same, as a method.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.model_file import save_detector
+    >>> save_detector(detector, "detector.uflow")  # doctest: +SKIP
     """
     from ._version import __version__
 
@@ -260,7 +296,20 @@ def save_detector(detector, path):
 def load_detector(path):
     """Read a :class:`~sklearn_uflow.UFlowDetector` written by :func:`save_detector`.
 
+    Only this library's estimators are built from the file, from their
+    parameters and fitted tensors; nothing in it is executed.
+
     {loading}
+
+    See Also
+    --------
+    save_detector : Write one.
+    is_model_file : Check a file's header only.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.model_file import load_detector
+    >>> detector = load_detector("detector.uflow")  # doctest: +SKIP
     """
     from .detector import UFlowDetector
     from .features import CNNFeatureTransformer, MSCaiTTransformer

@@ -44,15 +44,56 @@ _RECORD_FORMAT = "sklearn-uflow-run"
 
 
 class OutputExistsError(FileExistsError):
-    """The output path holds files this run may not remove or replace."""
+    """The output path holds files this run may not remove or replace.
+
+    A run removes or replaces only the files an earlier run recorded, and only
+    when asked to; anything else in its way is refused before any work.
+
+    See Also
+    --------
+    OutputFolder : Checks the folder.
+    check_output_file : Checks one file.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.outputs import OutputExistsError
+    >>> issubclass(OutputExistsError, FileExistsError)
+    True"""
 
 
 class FolderInUseError(OutputExistsError):
-    """Another live run is writing into the output folder."""
+    """Another live run is writing into the output folder.
+
+    Each run locks its output folder while it writes; a second run into the
+    same folder is refused, its message naming the first run's process.
+
+    See Also
+    --------
+    OutputFolder : Takes the lock.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.outputs import FolderInUseError, OutputExistsError
+    >>> issubclass(FolderInUseError, OutputExistsError)
+    True"""
 
 
 class StaleLockWarning(UserWarning):
-    """A run ended without releasing its folder's lock; the lock was taken over."""
+    """A run ended without releasing its folder's lock; the lock was taken over.
+
+    The lock file names the process that held it; when that process is gone
+    the run takes the folder over and says so, rather than refusing it.
+
+    See Also
+    --------
+    OutputFolder : Takes the lock.
+    FolderInUseError : A live run holds the lock.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.outputs import StaleLockWarning
+    >>> issubclass(StaleLockWarning, UserWarning)
+    True"""
 
 
 def _umask():
@@ -79,6 +120,21 @@ def atomic_path(path):
     ------
     temporary : str
         The path to write to.
+
+    See Also
+    --------
+    OutputFolder : The folder the files go to.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_uflow.outputs import atomic_path
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with atomic_path(Path(folder) / "a.txt") as temporary:
+    ...         _ = Path(temporary).write_text("whole")
+    ...     print(Path(folder, "a.txt").read_text())
+    whole
     """
     path = Path(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -125,6 +181,10 @@ def _refuse_inputs(output, inputs, what):
 def check_output_file(path, *, overwrite=False, replaceable=lambda path: False, inputs=()):
     """Check, before any work, that ``path`` can be written as a file.
 
+    The file counterpart of :class:`OutputFolder`, for a run that writes one
+    file (``fit -o``): everything that would refuse it is found before the
+    work starts.
+
     Parameters
     ----------
     path : path-like
@@ -147,6 +207,24 @@ def check_output_file(path, *, overwrite=False, replaceable=lambda path: False, 
     OSError
         If its folder does not exist or cannot be written to, or ``path`` is
         a folder.
+
+    See Also
+    --------
+    OutputFolder : The same for a folder of outputs.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_uflow.outputs import OutputExistsError, check_output_file
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     check_output_file(Path(folder) / "new.uflow")  # a new file: nothing to say
+    ...     (Path(folder) / "notes.txt").touch()
+    ...     try:
+    ...         check_output_file(Path(folder) / "notes.txt", overwrite=True)
+    ...     except OutputExistsError:
+    ...         print("refused")
+    refused
     """
     path = Path(path)
     if path.is_dir():
@@ -165,6 +243,9 @@ def check_output_file(path, *, overwrite=False, replaceable=lambda path: False, 
 def read_record(folder):
     """The record of the run that wrote into ``folder``, or None.
 
+    The record is what lets a later run with ``overwrite`` remove this run's
+    files and nothing else.
+
     Parameters
     ----------
     folder : path-like
@@ -182,6 +263,18 @@ def read_record(folder):
     ------
     OutputExistsError
         If the folder holds a record that cannot be read.
+
+    See Also
+    --------
+    OutputFolder : Writes the record.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn_uflow.outputs import read_record
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     print(read_record(folder))
+    None
     """
     path = Path(folder) / RECORD
     if not path.is_file():
@@ -288,6 +381,11 @@ class OutputFolder:
         removed, instead of the folder being refused.
     command : str or list of str, default=None
         What the record says wrote the files; by default ``sys.argv``.
+
+    See Also
+    --------
+    read_record : What a run recorded.
+    sklearn_uflow.batch.score_files : Writes its outputs through one.
 
     Examples
     --------

@@ -64,6 +64,11 @@ class ImageParallelPostFit(ParallelPostFit):
     scoring : str or callable, default=None
         As in :class:`dask_ml.wrappers.ParallelPostFit`.
 
+    See Also
+    --------
+    dask_ml.wrappers.ParallelPostFit : The wrapper it extends.
+    sklearn_uflow.batch.score_files : Image files scored on a Dask cluster.
+
     Examples
     --------
     >>> import dask.array as da

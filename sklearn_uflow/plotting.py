@@ -13,6 +13,10 @@ _RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 
 def heatmap(values, vmin=0.0, vmax=1.0):
     """Colour a 2-D map into an RGB image: dark for low values, yellow for high.
 
+    A fixed colour scale (matplotlib's "magma" when it is installed, a close
+    ramp otherwise) and fixed limits, so that colours mean the same value in
+    every image of a run.
+
     Parameters
     ----------
     values : array-like of shape (H, W)
@@ -24,6 +28,17 @@ def heatmap(values, vmin=0.0, vmax=1.0):
     -------
     picture : ndarray of shape (H, W, 3), uint8
         The coloured map.
+
+    See Also
+    --------
+    overlay : The map over its image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.plotting import heatmap
+    >>> heatmap(np.array([[0.0, 1.0]])).shape
+    (1, 2, 3)
     """
     t = np.clip((np.asarray(values, np.float64) - vmin) / max(vmax - vmin, 1e-12), 0, 1) * (len(_RAMP) - 1)
     low = np.floor(t).astype(int).clip(0, len(_RAMP) - 2)
@@ -33,6 +48,9 @@ def heatmap(values, vmin=0.0, vmax=1.0):
 
 def overlay(image, anomaly_map=None, mask=None, *, true_mask=None, alpha=0.45, vmin=0.0, vmax=1.0):
     """Blend an anomaly map over an image and draw the masks' contours.
+
+    The picture an inspector reads: the map shows where the evidence is, the
+    mask's contour what was detected, the ground truth's what was there.
 
     Parameters
     ----------
@@ -53,6 +71,11 @@ def overlay(image, anomaly_map=None, mask=None, *, true_mask=None, alpha=0.45, v
     -------
     picture : ndarray of shape (H, W, 3), uint8
         The image with the heatmap and the contours.
+
+    See Also
+    --------
+    heatmap : The map's colours.
+    plot_grid : Several images in one figure.
 
     Examples
     --------
@@ -103,6 +126,16 @@ def plot_grid(images, anomaly_maps=None, masks=None, true_masks=None, *, n_colum
     -------
     figure : matplotlib.figure.Figure
         The figure, one column per image.
+
+    See Also
+    --------
+    overlay : One image, as an RGB array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.plotting import plot_grid
+    >>> figure = plot_grid(np.zeros((2, 8, 8)), anomaly_maps=np.zeros((2, 8, 8)))  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt
 

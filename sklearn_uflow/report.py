@@ -93,6 +93,10 @@ def _table(pairs, table_id):
 def write_report(rows, output_dir, epsilon, parameters=(), metrics=(), title="sklearn-uflow results"):
     """Write ``report.html`` into ``output_dir``.
 
+    One self-contained page: the run's parameters, its metrics when there is
+    ground truth, and a table of every image with its thumbnails, sortable
+    and filterable without a server.
+
     Parameters
     ----------
     rows : list of dict
@@ -113,6 +117,19 @@ def write_report(rows, output_dir, epsilon, parameters=(), metrics=(), title="sk
     -------
     path : pathlib.Path
         The page written.
+
+    See Also
+    --------
+    sklearn_uflow.batch.score_files : Writes the rows and thumbnails it shows.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn_uflow.report import write_report
+    >>> row = dict(image="a.png", max_anomaly_score=0.2, decision="normal", min_log10_nfa=2.0, n_regions=0, error="")
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     print(write_report([row], folder, epsilon=0.05).name)
+    report.html
     """
     ordered = sorted(rows, key=_rank)  # stable: unscored files keep their order
     lines = []

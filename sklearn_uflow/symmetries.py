@@ -29,6 +29,10 @@ AUGMENTATIONS = {
 def symmetries(augmentation, image_size):
     """The symmetries of an augmentation, the identity first.
 
+    ``"flips"`` holds the frame's mirror images and its half turn, which
+    every frame has; a quarter turn maps only a square frame onto itself,
+    so the augmentations with one are refused on an oblong frame.
+
     Parameters
     ----------
     augmentation : {"none", "flips", "quarter_turns", "eight"}
@@ -42,6 +46,18 @@ def symmetries(augmentation, image_size):
     symmetries : tuple of (int, bool)
         ``(k, flip)`` pairs: ``k`` quarter turns counter-clockwise, then a
         left-right flip if ``flip``.
+
+    See Also
+    --------
+    apply_symmetry : Apply one.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.symmetries import symmetries
+    >>> symmetries("flips", (64, 64))
+    ((0, False), (0, True), (2, True), (2, False))
+    >>> len(symmetries("eight", (64, 64)))
+    8
     """
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)} or 'auto', got {augmentation!r}.")
@@ -55,6 +71,9 @@ def symmetries(augmentation, image_size):
 def apply_symmetry(images, symmetry):
     """Turn and flip images by a symmetry of the frame.
 
+    The eight symmetries of a square frame (four on an oblong one) that
+    augmentation draws copies by; they move pixels without resampling.
+
     Parameters
     ----------
     images : ndarray of shape (n, H, W, ...)
@@ -67,6 +86,10 @@ def apply_symmetry(images, symmetry):
     -------
     turned : ndarray of shape (n, H, W, ...) or (n, W, H, ...)
         A C-contiguous copy.
+
+    See Also
+    --------
+    symmetries : The symmetries of an augmentation.
 
     Examples
     --------

@@ -28,7 +28,20 @@ __all__ = ["FinalFit", "FlowTraining", "HeldOutFit", "TrainingDivergedError", "b
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The flow's loss became NaN or infinite during training."""
+    """The flow's loss became NaN or infinite during training.
+
+    Raised rather than returning a flow whose latents are not numbers; a
+    lower ``learning_rate`` or ``affine_clamp`` usually avoids it.
+
+    See Also
+    --------
+    FlowTraining : Raises it.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.training import TrainingDivergedError
+    >>> issubclass(TrainingDivergedError, FloatingPointError)
+    True"""
 
 
 def negative_log_likelihood(latents, log_det):
@@ -47,6 +60,17 @@ def negative_log_likelihood(latents, log_det):
     -------
     nll : torch.Tensor of shape (n,)
         One loss per image.
+
+    See Also
+    --------
+    bits_per_dim : The same per dimension, in bits.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_uflow.training import negative_log_likelihood
+    >>> negative_log_likelihood([torch.ones(1, 2, 2, 2)], torch.tensor([1.0]))  # 8 / 2 - 1
+    tensor([3.])
     """
     squared = sum(z.pow(2).sum(dim=tuple(range(1, z.ndim))) for z in latents)  # flatten would copy a channels-last z
     return 0.5 * squared - log_det
@@ -54,6 +78,9 @@ def negative_log_likelihood(latents, log_det):
 
 def bits_per_dim(nll, n_dims):
     """Convert a negative log-likelihood per image to bits per dimension.
+
+    The loss in a unit that does not depend on the features' size, so that
+    losses of different backbones and image sizes can be compared.
 
     Parameters
     ----------
@@ -66,6 +93,17 @@ def bits_per_dim(nll, n_dims):
     -------
     bpd : float or ndarray
         The loss per dimension with the Gaussian's constant put back, in bits.
+
+    See Also
+    --------
+    negative_log_likelihood : The loss it converts.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.training import bits_per_dim
+    >>> round(float(bits_per_dim(0.0, 1)), 4)  # the Gaussian's constant alone: log2(2 pi) / 2
+    1.3257
     """
     return (nll / n_dims + 0.5 * math.log(2 * math.pi)) / math.log(2)
 
@@ -76,6 +114,9 @@ def _n_dims(features):
 
 def per_image_nll(flow, features, index, batch_size, device):
     """Negative log-likelihood of each of ``features[index]`` under ``flow``.
+
+    Batch by batch and without gradients, so that held-out images of any
+    number are scored in bounded memory.
 
     Parameters
     ----------
@@ -94,6 +135,21 @@ def per_image_nll(flow, features, index, batch_size, device):
     -------
     nll : ndarray of shape (len(index),), float64
         :func:`negative_log_likelihood` of each row.
+
+    See Also
+    --------
+    negative_log_likelihood : The loss of one batch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from sklearn_uflow.flow import build_uflow
+    >>> from sklearn_uflow.training import per_image_nll
+    >>> features = [torch.randn(5, 8, 4, 4), torch.randn(5, 16, 2, 2)]
+    >>> flow = build_uflow([(8, 4, 4), (16, 2, 2)], n_steps=1).eval()
+    >>> per_image_nll(flow, features, np.arange(5), batch_size=2, device=torch.device("cpu")).shape
+    (5,)
     """
     flow.eval()
     index = torch.as_tensor(np.asarray(index, dtype=np.int64))
@@ -125,6 +181,10 @@ def _decay_groups(flow, weight_decay):
 def copy_rows(index, n_rows, n_copies):
     """Find the rows of every copy of some images in copy-major features.
 
+    Features of images and their copies are stored copy-major, one block of
+    ``n_rows`` rows per copy; this gives the rows of the copies of a split's
+    images.
+
     Parameters
     ----------
     index : array-like of int
@@ -139,6 +199,16 @@ def copy_rows(index, n_rows, n_copies):
     rows : ndarray of int64 of shape (n_copies * len(index),)
         Copy ``k`` of image ``i`` is at row ``k * n_rows + i``; copy after
         copy.
+
+    See Also
+    --------
+    FlowTraining : Trains on rows found this way.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.training import copy_rows
+    >>> copy_rows([0, 2], n_rows=3, n_copies=2)
+    array([0, 2, 3, 5])
     """
     index = np.asarray(index, dtype=np.int64)
     return (index[None, :] + n_rows * np.arange(n_copies)[:, None]).ravel()
@@ -178,6 +248,25 @@ class FlowTraining:
         Where the flow trains.
     seed : int
         Seeds the batch order.
+
+    See Also
+    --------
+    fit_held_out : Several trainings, stopped on their held-out loss.
+    fit_every_image : One training for a set number of epochs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from sklearn_uflow.flow import build_uflow
+    >>> from sklearn_uflow.training import FlowTraining
+    >>> features = [torch.randn(8, 8, 4, 4), torch.randn(8, 16, 2, 2)]
+    >>> training = FlowTraining(build_uflow([(8, 4, 4), (16, 2, 2)], n_steps=1), features, np.arange(8), n_rows=8,
+    ...                         max_epochs=2, batch_size=4, learning_rate=1e-3, weight_decay=0.0,
+    ...                         device=torch.device("cpu"), seed=0)
+    >>> losses = [training.run_epoch() for _ in range(2)]
+    >>> len(losses)
+    2
     """
 
     def __init__(self, flow, features, train_index, *, n_rows, n_copies=1, max_epochs, batch_size, learning_rate,
@@ -239,6 +328,10 @@ class FlowTraining:
 class HeldOutFit(NamedTuple):
     """What :func:`fit_held_out` returns.
 
+    The folds' flows judge the images they did not train on: their latents
+    fit the NFA's null law, and their pooled curve chooses the epochs of the
+    final flow and the augmentation.
+
     Parameters
     ----------
     flows : list of UFlow
@@ -246,6 +339,18 @@ class HeldOutFit(NamedTuple):
     history : dict
         ``train_bpd`` (the mean over the splits) and the pooled ``val_bpd``
         per epoch, ``best_epoch`` and ``seconds``.
+
+    See Also
+    --------
+    fit_held_out : Returns it.
+    lower_held_out_loss : Compares two of them.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.training import HeldOutFit
+    >>> fit = HeldOutFit(flows=[], history={"val_bpd": [3.0, 2.8, 2.9], "best_epoch": 2})
+    >>> fit.history["best_epoch"]
+    2
     """
 
     flows: list
@@ -290,6 +395,29 @@ def fit_held_out(build_flow, features, splits, *, n_copies=1, max_epochs, n_iter
     -------
     fit : HeldOutFit
         The flows at the best epoch, and the losses.
+
+    See Also
+    --------
+    fit_every_image : The final flow, on every image.
+    lower_held_out_loss : Choose among fits of the same folds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from functools import partial
+    >>> from sklearn_uflow.flow import build_uflow
+    >>> from sklearn_uflow.training import fit_every_image, fit_held_out
+    >>> features = [torch.randn(8, 8, 4, 4), torch.randn(8, 16, 2, 2)]
+    >>> build = partial(build_uflow, [(8, 4, 4), (16, 2, 2)], n_steps=1, seed=0)
+    >>> options = dict(batch_size=4, learning_rate=1e-3, weight_decay=0.0, device=torch.device("cpu"), seed=0)
+    >>> splits = [(np.arange(4, 8), np.arange(4)), (np.arange(4), np.arange(4, 8))]
+    >>> folds = fit_held_out(build, features, splits, max_epochs=3, n_iter_no_change=2, tol=0.0, **options)
+    >>> len(folds.flows), len(folds.history["val_bpd"]) <= 3
+    (2, True)
+    >>> final = fit_every_image(build, features, epochs=folds.history["best_epoch"], max_epochs=3, **options)
+    >>> len(final.train_bpd) == folds.history["best_epoch"]
+    True
     """
     n_rows = len(features[0]) // n_copies
     trainings = [FlowTraining(build_flow(), features, train, n_rows=n_rows, n_copies=n_copies,
@@ -334,12 +462,26 @@ def fit_held_out(build_flow, features, splits, *, n_copies=1, max_epochs, n_iter
 class FinalFit(NamedTuple):
     """What :func:`fit_every_image` returns.
 
+    The flow that a cross-fitted detector keeps, and its training curve, which
+    becomes the detector's ``loss_curve_``.
+
     Parameters
     ----------
     flow : UFlow
         The flow, trained on every image.
     train_bpd : list of float
         Its mean training loss per epoch, in bits per dimension.
+
+    See Also
+    --------
+    fit_every_image : Returns it.
+    HeldOutFit : What the folds return.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.training import FinalFit
+    >>> FinalFit(flow=None, train_bpd=[3.2, 2.9]).train_bpd[-1]
+    2.9
     """
 
     flow: object
@@ -383,6 +525,18 @@ def fit_every_image(build_flow, features, *, n_copies=1, epochs, max_epochs, pro
     See Also
     --------
     fit_held_out : The folds' training, which chooses ``epochs``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from functools import partial
+    >>> from sklearn_uflow.flow import build_uflow
+    >>> from sklearn_uflow.training import fit_every_image
+    >>> build = partial(build_uflow, [(4, 4, 4), (8, 2, 2)], n_steps=1)
+    >>> fit = fit_every_image(build, [torch.randn(6, 4, 4, 4), torch.randn(6, 8, 2, 2)], epochs=2, max_epochs=4,
+    ...                       batch_size=3, learning_rate=1e-3, weight_decay=0.0, device=torch.device("cpu"), seed=0)
+    >>> len(fit.train_bpd)
+    2
     """
     n_rows = len(features[0]) // n_copies
     if progress is not None:
@@ -401,6 +555,10 @@ def fit_every_image(build_flow, features, *, n_copies=1, epochs, max_epochs, pro
 def lower_held_out_loss(fits):
     """Choose, among fits of the same folds, the one whose held-out images are the more likely.
 
+    The held-out images are scored as they are, never as copies, so fits that
+    learnt from different copies are judged on the same images: the one
+    under which they are the more likely is the better model of normality.
+
     Parameters
     ----------
     fits : dict of str to HeldOutFit
@@ -414,6 +572,17 @@ def lower_held_out_loss(fits):
         epoch.
     losses : dict of str to float
         Each fit's lowest pooled held-out loss, in bits per dimension.
+
+    See Also
+    --------
+    fit_held_out : The fits it compares.
+
+    Examples
+    --------
+    >>> from sklearn_uflow.training import HeldOutFit, lower_held_out_loss
+    >>> fits = {"none": HeldOutFit([], {"val_bpd": [3.0, 2.5]}), "eight": HeldOutFit([], {"val_bpd": [2.9, 2.4]})}
+    >>> lower_held_out_loss(fits)
+    ('eight', {'none': 2.5, 'eight': 2.4})
     """
     losses = {key: min(fit.history["val_bpd"]) for key, fit in fits.items()}
     return min(losses, key=losses.get), losses

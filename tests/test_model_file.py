@@ -144,15 +144,3 @@ def test_other_format_version_is_explained(saved, tmp_path):
     _rewrite(path, tmp_path / "v99.uflow", format_version="99")
     with pytest.raises(ModelFileError, match=f"format '99'.*reads format {FORMAT_VERSION}"):
         UFlowDetector.load(tmp_path / "v99.uflow")
-
-
-def test_an_oblong_input_size_survives_the_file(defects, tmp_path):
-    from sklearn_uflow import CNNFeatureTransformer
-
-    X = np.ascontiguousarray(defects[0][:, 8:56])
-    detector = UFlowDetector(CNNFeatureTransformer(input_size="auto", device="cpu"), augmentation="none",
-                             max_epochs=1, random_state=0, device="cpu").fit(X[defects[1] == 0])
-    detector.save(tmp_path / "oblong.uflow")
-    loaded = UFlowDetector.load(tmp_path / "oblong.uflow")
-    assert loaded.extractor_.input_size_ == detector.extractor_.input_size_ == (224, 288)
-    np.testing.assert_array_equal(loaded.anomaly_maps(X[:2]), detector.anomaly_maps(X[:2]))
