@@ -40,7 +40,7 @@ PAGES = {
     "any_pose_symmetry": "development", "calibrated_full": "development", "calibrated_few": "development",
     "calibrated_any_pose": "development",
     "bench_features": "speed", "bench_flow_step": "speed", "bench_segmentation": "speed", "bench_memory": "speed",
-    "bench_report": "speed",
+    "bench_report": "speed", "bench_runtime": "speed",
     "bench_gpu": "scaling", "bench_distributed": "scaling", "bench_determinism": "scaling",
 }
 

@@ -34,7 +34,14 @@ __all__ = [
 
 def __getattr__(name):
     if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        try:
+            module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        except ModuleNotFoundError as exc:
+            raise ImportError(
+                f"{name} needs the full install ({exc.name} is missing): pip install \"sklearn-uflow[full]\". "
+                "The runtime alone (sklearn_uflow.runtime) scores exported .onnx models."
+            ) from exc
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -200,6 +200,6 @@ def cait_trunk(name, weights, n_blocks):
 def cait_tokens_to_map(model, x):
     x = model.patch_embed(x) + model.pos_embed
     x = model.norm(model.blocks(model.pos_drop(x)))
-    n, tokens, channels = x.shape
-    side = int(round(tokens**0.5))
-    return x.transpose(1, 2).reshape(n, channels, side, side)
+    # The grid from the patch embedding, not from the token count: a constant, also when traced for export.
+    height, width = model.patch_embed.grid_size
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], height, width)

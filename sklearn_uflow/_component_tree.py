@@ -13,11 +13,62 @@ from typing import NamedTuple
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import depth_first_order
-from skimage.morphology import max_tree
 
 from ._nfa_law import NullModel, log10_number_of_tests
 
+try:
+    from skimage.morphology import max_tree
+except ImportError:  # the runtime (sklearn_uflow.runtime) installs without scikit-image
+    max_tree = None
+
 __all__ = ["ComponentTree", "RangeMin", "component_tree", "significant_regions"]
+
+
+def python_max_tree(image):
+    """scikit-image's ``max_tree(image, connectivity=1)``, in Python.
+
+    The same union-find (Berger et al., 2007) over the same stable order of
+    the pixels, then the same canonisation, so the same parents: the tree
+    and every region drawn from it are those of scikit-image, where it is
+    not installed. About a hundred times slower, which a 64x64 latent grid
+    affords (a few milliseconds).
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W)
+        The map.
+
+    Returns
+    -------
+    parent : ndarray of int64 of shape (H, W)
+        Each pixel's parent, as flat indices.
+    order : ndarray of int64 of shape (H * W,)
+        The pixels by increasing value, ties by index.
+    """
+    height, width = image.shape
+    values = image.ravel().tolist()
+    order = np.argsort(image.ravel(), kind="stable")
+    parent = [-1] * len(values)
+    zpar = [-1] * len(values)
+    for p in reversed(order.tolist()):
+        parent[p] = zpar[p] = p
+        row, column = divmod(p, width)
+        for q, inside in ((p - width, row > 0), (p + width, row + 1 < height),
+                          (p - 1, column > 0), (p + 1, column + 1 < width)):
+            if not inside or zpar[q] < 0:  # outside, or not yet visited
+                continue
+            root = q
+            while zpar[root] != root:
+                root = zpar[root]
+            while zpar[q] != root:  # path compression
+                zpar[q], q = root, zpar[q]
+            if root != p:
+                zpar[root] = parent[root] = p
+    for p in order.tolist():
+        q = parent[p]
+        if values[parent[q]] == values[q]:
+            parent[p] = parent[q]
+    return np.array(parent, dtype=np.int64).reshape(height, width), order.astype(np.int64)
 
 
 class RangeMin:
@@ -98,6 +149,11 @@ class ComponentTree(NamedTuple):
 def component_tree(u):
     """Component tree of the upper level sets of ``u`` (4-connectivity).
 
+    Each node is a connected component of ``{u >= lambda}`` for a level
+    ``lambda`` of the map; its parent is the component of the next lower
+    level that contains it. The a contrario test scores every node, so the
+    tree lists every region it may detect.
+
     Parameters
     ----------
     u : ndarray of shape (H, W)
@@ -108,10 +164,25 @@ def component_tree(u):
     tree : ComponentTree
         Its nodes' levels, parents and areas, the owner of each pixel and
         the depth-first order.
+
+    See Also
+    --------
+    significant_regions : The tree's most significant regions and their NFA.
+    skimage.morphology.max_tree : The max-tree the nodes are read from.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.acontrario import component_tree
+    >>> u = np.zeros((3, 5))
+    >>> u[1, 1] = u[1, 3] = 2.0
+    >>> tree = component_tree(u)
+    >>> sorted(tree.area.tolist())  # the two peaks, then the whole map
+    [1, 1, 15]
     """
     values = np.asarray(u, dtype=np.float64)
     n_pixels = values.size
-    parent, order = max_tree(values, connectivity=1)
+    parent, order = max_tree(values, connectivity=1) if max_tree is not None else python_max_tree(values)
     values = values.ravel()
     parent = parent.ravel().astype(np.int64)
     root = int(order[0])
@@ -146,6 +217,12 @@ def component_tree(u):
 def significant_regions(u, df, total_pixels=None, null=None):
     """Most significant regions of one scale and their ``log10 NFA``.
 
+    The regions are nodes of the component tree of ``u``
+    (:func:`component_tree`), each scored by its probability of false alarm
+    under the null law and the number of tests of its size; of nested
+    regions the most significant survives, as the paper's pruning and
+    merging keep it.
+
     Parameters
     ----------
     u : ndarray of shape (H, W)
@@ -169,6 +246,11 @@ def significant_regions(u, df, total_pixels=None, null=None):
         ``log10 N_T(|R|) + |R| * log10 P(chi2_C >= min_R u)`` of each region
         (with a null model: ``|R|`` in units of its area, ``chi2`` scaled).
 
+    See Also
+    --------
+    component_tree : The regions it chooses among.
+    log_nfa_maps : The regions of every scale, merged into maps.
+
     Notes
     -----
     The nodes of the component tree are the connected components of the
@@ -185,6 +267,16 @@ def significant_regions(u, df, total_pixels=None, null=None):
     depth-first preorder every subtree is a contiguous range, so all of this
     is prefix sums and range-minimum queries: no recursion and no Python loop
     over nodes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_uflow.acontrario import significant_regions
+    >>> u = np.full((8, 8), 1.0)
+    >>> u[2:4, 2:4] = 60.0  # four pixels far in the chi2(2) tail
+    >>> labels, log_nfa = significant_regions(u, df=2)
+    >>> int((labels == 1).sum()), bool(log_nfa[0] < 0)
+    (4, True)
     """
     u = np.asarray(u, dtype=np.float64)
     pixels = u.size

@@ -8,7 +8,6 @@ maps (features or latents) travel between estimators as rows:
 :func:`flatten_maps` and :func:`split_features`.
 """
 
-import math
 import numbers
 
 import numpy as np
@@ -16,19 +15,8 @@ import torch
 from scipy import sparse
 from torch.nn import functional as F
 
-__all__ = ["as_image_array", "aspect_size", "check_images", "flatten_maps", "images_to_tensor", "resize_maps",
+__all__ = ["as_image_array", "check_images", "flatten_maps", "images_to_tensor", "resize_maps",
            "split_features"]
-
-# "auto" sizes: about as many pixels as the default 256x256.
-AUTO_AREA = 256 * 256
-
-
-def aspect_size(image_size, step, area=AUTO_AREA):
-    """``(H, W)`` with the aspect ratio of ``image_size``, about ``area``
-    pixels, each side a multiple of ``step`` (at least ``step``)."""
-    height = math.sqrt(area * image_size[0] / image_size[1])
-    return tuple(max(step, round(side / step) * step) for side in (height, area / height))
-
 
 def _describe_sizes(shapes):
     sizes = sorted({tuple(s[:2]) for s in shapes})
@@ -172,7 +160,7 @@ def images_to_tensor(images, size, mean, std, device="cpu"):
     RGB. Downscaling is antialiased so that small defects are averaged, not
     aliased away.
     """
-    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2)
+    x = (images if torch.is_tensor(images) else torch.from_numpy(images)).to(device).permute(0, 3, 1, 2)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     size = (size, size) if isinstance(size, int) else tuple(size)

@@ -28,8 +28,6 @@ estimator.
 import numbers
 
 import numpy as np
-import torch
-from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.model_selection import KFold
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -38,8 +36,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._component_tree import component_tree, significant_regions
 from ._delineation import DELINEATION_SHARE, delineate
 from ._docstrings import ROWS, fill_docstring
-from ._images import resize_maps, split_features
+from ._images import split_features
 from ._nfa_law import NullModel, fit_null, log10_chi2_sf, log10_nfa_ceiling, log10_number_of_tests, squared_norms
+from ._nfa_maps import log_nfa_maps, segmented_log_nfa
 from .anomaly_map import smoothed_anomaly_maps
 from .calibration import ConformalCalibration, conformal_calibration, false_alarm_curve
 
@@ -62,52 +61,6 @@ __all__ = [
 CALIBRATION_FOLDS = 5
 #: The default NFA threshold (see the user guide, "Choosing epsilon").
 DEFAULT_EPSILON = 0.05
-
-
-def _image_log_nfa(norms, null, size):
-    """log10 NFA map of one image from its per-scale ``u`` maps."""
-    pixels = [u.size for u in norms]
-    merged = np.full(size, log10_nfa_ceiling(pixels))
-    for u, model in zip(norms, null):
-        labels, log_nfa = significant_regions(u, None, sum(pixels), model)
-        scale_map = np.concatenate(([np.inf], log_nfa))[labels]
-        np.minimum(merged, resize_maps(torch.from_numpy(scale_map)[None], size, mode="nearest")[0].numpy(),
-                   out=merged)
-    return merged
-
-
-def log_nfa_maps(latents, size=None, n_jobs=None, null=None):
-    """Compute the log10 NFA maps of a batch from its per-scale latents.
-
-    Each scale's selected regions carry their log10 NFA; the scales are
-    resized to ``size`` by nearest neighbour (no value is invented between a
-    region and its surroundings) and merged by the pixel-wise minimum.
-
-    Parameters
-    ----------
-    latents : list of torch.Tensor or ndarray of shape (n, C_l, H_l, W_l)
-        The flow's latents, one entry per scale.
-    size : tuple of int, default=None
-        Output ``(H, W)``; default the finest scale's size.
-    n_jobs : int, default=None
-        Images processed in parallel by joblib.
-    null : list of NullModel, default=None
-        The null model of each scale (:func:`fit_null`); default the theory
-        of i.i.d. N(0, 1) latents.
-
-    Returns
-    -------
-    log_nfa : ndarray of shape (n, H, W), float64
-        Pixels outside every selected region carry
-        :func:`log10_nfa_ceiling`, and no pixel carries more.
-    """
-    squared = [squared_norms(z) for z in latents]
-    null = null or [NullModel.theory(z.shape[1]) for z in latents]
-    size = tuple(int(v) for v in (size if size is not None else squared[0].shape[1:]))
-    jobs = [([s[i] for s in squared], null, size) for i in range(len(squared[0]))]
-    if n_jobs in (None, 1):
-        return np.stack([_image_log_nfa(*job) for job in jobs])
-    return np.stack(Parallel(n_jobs=n_jobs)(delayed(_image_log_nfa)(*job) for job in jobs))
 
 
 def _shapes_of(latents):
@@ -313,6 +266,22 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
             out[test] = judge.log_nfa_of_latents([z[test] for z in latents])
         return out
 
+    def fitted_state(self):
+        """The state that ``fit`` learns, as JSON values: the inverse of :meth:`restore_fit`.
+
+        Returns
+        -------
+        state : dict
+            ``null_`` (each scale's :class:`NullModel` as a list), ``map_level_``
+            and ``calibration_`` (its ``raw`` and ``calibrated`` knots and its
+            ``ceiling``).
+        """
+        check_is_fitted(self, "null_")
+        return {"null_": [[float(v) for v in m] for m in self.null_], "map_level_": float(self.map_level_),
+                "calibration_": {"raw": self.calibration_.raw.tolist(),
+                                 "calibrated": self.calibration_.calibrated.tolist(),
+                                 "ceiling": float(self.calibration_.ceiling)}}
+
     def restore_fit(self, null, map_level, calibration=None):
         """Set the state that ``fit`` learns from stored values (a model file's).
 
@@ -368,12 +337,11 @@ class ACotrarioSegmenter(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "null_")
         if _shapes_of(latents) != self.latent_shapes_:
             raise ValueError(f"latents of shapes {_shapes_of(latents)} do not match the fitted {self.latent_shapes_}.")
-        log_nfa = log_nfa_maps(latents, self.output_size_, self.n_jobs, self.null_)
-        if self.delineation == "map":
-            if anomaly_maps is None:
-                anomaly_maps = smoothed_anomaly_maps(latents, self.output_size_, self.map_smoothing)
-            log_nfa = delineate(log_nfa, anomaly_maps, self.map_level_, self.log_nfa_ceiling_)
-        return self.calibration_(log_nfa)
+        if self.delineation == "map" and anomaly_maps is None:
+            anomaly_maps = smoothed_anomaly_maps(latents, self.output_size_, self.map_smoothing)
+        return segmented_log_nfa([squared_norms(z) for z in latents], anomaly_maps, null=self.null_,
+                                 size=self.output_size_, delineation=self.delineation, map_level=self.map_level_,
+                                 calibration=self.calibration_, n_jobs=self.n_jobs)
 
     @fill_docstring(rows=ROWS)
     def log_nfa_maps(self, X):

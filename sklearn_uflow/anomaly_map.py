@@ -8,10 +8,7 @@ Gaussian filter that most anomaly-detection tools apply to their maps.
 """
 
 import numpy as np
-import torch
 from scipy.ndimage import gaussian_filter
-
-from ._images import resize_maps
 
 __all__ = ["anomaly_map", "smooth_maps", "smoothing_sigma", "smoothed_anomaly_maps", "AUTO_SMOOTHING"]
 
@@ -50,6 +47,11 @@ def anomaly_map(latents, size):
     >>> anomaly_map([torch.zeros(1, 4, 2, 2)], (4, 4)).max().item()
     0.0
     """
+    # torch is imported where it is used: the torch-free runtime smooths its ONNX graph's maps with this module.
+    import torch
+
+    from ._images import resize_maps
+
     likelihood = sum(
         resize_maps(torch.exp(-0.5 * z.float().pow(2).mean(dim=1)), size, mode="bilinear") for z in latents
     )
@@ -171,6 +173,8 @@ def smoothed_anomaly_maps(latents, size, map_smoothing="auto"):
     >>> maps.shape, maps.dtype, bool(maps[0, 5, 5] > maps[0, 15, 15])
     ((1, 16, 16), dtype('float32'), True)
     """
+    import torch
+
     latents = [torch.as_tensor(z) for z in latents]
     maps = anomaly_map(latents, size).cpu().numpy()
     return smooth_maps(maps, smoothing_sigma(map_smoothing, size, tuple(latents[0].shape[-2:])))

@@ -18,8 +18,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils import gen_batches
-from tqdm.auto import tqdm
 
 from .outputs import OutputFolder, atomic_path
 
@@ -163,14 +161,10 @@ def write_outputs(images, maps, log_nfa, names, output_dir, epsilon, true_masks=
     >>> files, rows[0]["decision"], rows[0]["n_regions"]
     (['a_map.png', 'a_mask.png', 'a_overlay.png'], 'anomalous', 1)
     """
-    import torch
-    from skimage.measure import label
+    from scipy import ndimage
 
-    from ._images import resize_maps
+    from ._resize import resize_bilinear, resize_nearest
     from .plotting import heatmap, overlay
-
-    def at(size, array, mode):
-        return resize_maps(torch.from_numpy(np.ascontiguousarray(array)[None]), size, mode=mode)[0].numpy()
 
     output_dir, rows = Path(output_dir), []
     truths = [None] * len(names) if true_masks is None else true_masks
@@ -180,17 +174,37 @@ def write_outputs(images, maps, log_nfa, names, output_dir, epsilon, true_masks=
             "max_anomaly_score": float(scores.max()),
             "decision": "anomalous" if mask.any() else "normal",
             "min_log10_nfa": float(nfa.min()),
-            "n_regions": int(label(mask, connectivity=1).max()),
+            "n_regions": ndimage.label(mask)[1],  # 4-connected, as the component trees' regions
         })
-        scores = at(image.shape[:2], scores, "bilinear")
-        mask = at(image.shape[:2], nfa, "nearest") <= np.log10(epsilon)
+        scores = resize_bilinear(scores, image.shape[:2])
+        mask = resize_nearest(nfa, image.shape[:2]) <= np.log10(epsilon)
         if truth is not None:
-            truth = at(image.shape[:2], truth.astype(np.float32), "nearest") > 0.5
+            truth = resize_nearest(np.asarray(truth, bool), image.shape[:2])
         pictures = (heatmap(scores, *COLOUR_RANGE), mask.astype(np.uint8) * 255,
                     overlay(image, scores, mask, true_mask=truth, vmin=COLOUR_RANGE[0], vmax=COLOUR_RANGE[1]))
         for picture, file in zip(pictures, image_outputs([name])):
             _save_png(picture, output_dir / file)
     return rows
+
+
+def _progress(total, verbose):
+    """A bar counting the images scored; none without tqdm (the runtime's install) or without ``verbose``."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, desc="scoring", unit="image", disable=not verbose)
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n=1):
+        pass
 
 
 def _error(exc):
@@ -240,8 +254,9 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
 
     Parameters
     ----------
-    detector : UFlowDetector
-        A fitted detector with its own feature step. Images are read in its
+    detector : UFlowDetector or sklearn_uflow.runtime.ExportedDetector
+        A fitted detector with its own feature step, or an exported one
+        (:func:`sklearn_uflow.runtime.load`). Images are read in its
         colour mode and scored at its ``image_size_``; maps, masks and
         overlays are written at each file's own size.
     files : list of path-like
@@ -301,11 +316,14 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
     >>> rows = score_files(detector, files, "out")  # doctest: +SKIP
     >>> rows = score_files(detector, files, "/shared/out", scheduler="tcp://10.0.0.5:8786")  # doctest: +SKIP
     """
-    from sklearn.utils.validation import check_is_fitted
+    from .runtime import ExportedDetector
 
-    check_is_fitted(detector, "flow_")
-    if getattr(detector, "extractor_", None) is None:
-        raise TypeError("score_files needs a detector with its own feature step, not extractor='precomputed'.")
+    if not isinstance(detector, ExportedDetector):
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(detector, "flow_")
+        if getattr(detector, "extractor_", None) is None:
+            raise TypeError("score_files needs a detector with its own feature step, not extractor='precomputed'.")
     epsilon = detector.epsilon if epsilon is None else epsilon
     if not 0 < epsilon < math.inf:
         raise ValueError(f"epsilon must be a number above 0, got {epsilon!r}.")
@@ -328,8 +346,9 @@ def score_files(detector, files, output_dir, *, epsilon=None, scheduler=None, fi
 
 
 def _score_into(detector, files, names, output_dir, epsilon, scheduler, files_per_task, verbose):
-    tasks = [(files[task], names[task]) for task in gen_batches(len(files), files_per_task)]
-    with tqdm(total=len(files), desc="scoring", unit="image", disable=not verbose) as progress:
+    tasks = [(files[start:start + files_per_task], names[start:start + files_per_task])
+             for start in range(0, len(files), files_per_task)]
+    with _progress(len(files), verbose) as progress:
         if scheduler is None:
             results = []
             for task_files, task_names in tasks:

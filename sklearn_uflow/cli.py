@@ -179,6 +179,9 @@ def _write_predictions(detector, images, names, out, epsilon, true_masks=None):
 
 def _parameters(detector, epsilon):
     """What a report says of the run: the detector's main parameters and choices."""
+    if not hasattr(detector, "extractor_"):  # an exported model: its metadata holds no training options
+        return [("model", f"exported to ONNX by sklearn-uflow {detector.library_version}"),
+                ("image size (H, W)", detector.image_size_), ("epsilon", epsilon)]
     extractor = detector.extractor_
     return [("feature step", f"{type(extractor).__name__}({getattr(extractor, 'backbone', '')})"),
             ("image size (H, W)", detector.image_size_), ("epsilon", epsilon),
@@ -245,6 +248,11 @@ def cmd_fit(args):
 
 
 def _load(path):
+    """A model file's detector, or an exported ``.onnx`` model's (scored by the runtime)."""
+    if str(path).endswith(".onnx"):
+        from . import runtime
+
+        return runtime.load(path)
     from . import UFlowDetector
 
     return UFlowDetector.load(path)
@@ -283,6 +291,20 @@ def cmd_predict(args):
         _report(rows, folder.path, epsilon)
         _write_report(args, rows, folder.path, detector, epsilon)
     return 1 if any(row["error"] for row in rows) else 0
+
+
+def cmd_export(args):
+    from .export import export_onnx
+    from .outputs import check_output_file
+    from .runtime import is_exported_model
+
+    model = _model_path(args.model)
+    if not args.output.endswith(".onnx"):
+        raise CommandError(f"the exported file's name ends with .onnx, not {args.output!r}")
+    check_output_file(args.output, overwrite=args.overwrite, replaceable=is_exported_model, inputs=[model])
+    path = export_onnx(_load(model), args.output, input_dtype="float32" if args.float_input else "uint8",
+                       overwrite=args.overwrite)
+    print(f"exported to {path}")
 
 
 def _test_names(files):
@@ -400,7 +422,7 @@ def build_parser():
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("predict", help="write anomaly maps, masks, overlays and results.csv")
-    p.add_argument("model", help="model file written by 'fit'")
+    p.add_argument("model", help="model file written by 'fit', or an .onnx file written by 'export'")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--epsilon", type=float, default=None, help="NFA threshold (default: the model's)")
@@ -412,6 +434,14 @@ def build_parser():
     p.add_argument("--files-per-task", type=int, default=None,
                    help="files read and scored together (default: the model's scoring batch, 16)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a model file as one ONNX file for the torch-free runtime")
+    p.add_argument("model", help="model file written by 'fit'")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument("--float-input", action="store_true",
+                   help="the graph takes float images in [0, 1] (default: uint8 images)")
+    p.add_argument("--overwrite", action="store_true", help="replace an ONNX file an earlier export wrote")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="print the metric table on an MVTec-layout folder")
     p.add_argument("model", help="model file written by 'fit'")

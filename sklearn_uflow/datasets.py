@@ -4,9 +4,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils import Bunch, check_random_state
 
-from ._images import aspect_size
+from ._resize import aspect_size
 
 __all__ = ["load_anomaly_folder", "list_anomaly_folder", "make_defects", "read_image", "image_files",
            "auto_image_size", "resize_image", "IMAGE_EXTENSIONS"]
@@ -339,6 +338,8 @@ def list_anomaly_folder(path):
         raise ValueError(f"{os.fspath(path)!r} has no training images in train/good/ (MVTec layout expected).")
     test_dirs = sorted(p for p in (root / "test").iterdir() if p.is_dir()) if (root / "test").is_dir() else []
     truth = root / "ground_truth"
+    from sklearn.utils import Bunch  # here: the runtime's command line lists files without scikit-learn
+
     return Bunch(
         train_files=[str(f.relative_to(root)) for f in image_files(train_dir)],
         test_files=[str(f.relative_to(root)) for folder in test_dirs for f in image_files(folder)],
@@ -439,6 +440,8 @@ def load_anomaly_folder(path, *, image_size=None, color="auto"):
         labels.append(int(type_name != "good"))
         types.append(type_name)
     test_files = listing.test_files
+    from sklearn.utils import Bunch
+
     return Bunch(
         train_images=_stack(train, train_files, "training"),
         test_images=_stack(test_images, test_files, "test") if test_images else None,
@@ -495,6 +498,8 @@ def make_defects(n_samples=40, *, anomaly_ratio=0.5, image_size=64, n_channels=3
     """
     if n_channels not in (1, 3):
         raise ValueError(f"n_channels must be 1 or 3, got {n_channels!r}.")
+    from sklearn.utils import check_random_state
+
     rng = check_random_state(random_state)
     size = int(image_size)
     n_defective = int(round(anomaly_ratio * n_samples))

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from ._backbones import (CNN_PRESETS, LITE_WEIGHTS, UNTRAINED, cait_tokens_to_map, cait_trunk, fold_batch_norms,
                          lite_imagenet_state_dict, load_strict, timm_model)
-from ._images import as_image_array, aspect_size, check_images, flatten_maps, images_to_tensor, split_features
+from ._images import as_image_array, check_images, flatten_maps, images_to_tensor, split_features
+from ._resize import aspect_size
 from ._torch_utils import TorchStateMixin, resolve_device
 
 __all__ = [
@@ -195,6 +196,19 @@ class BaseFeatureExtractor(TorchStateMixin, TransformerMixin, BaseEstimator):
                     out[batch] = m
         return outputs
 
+    def as_module(self):
+        """The fitted feature step as one ``torch.nn.Module``, for export.
+
+        Returns
+        -------
+        module : torch.nn.Module
+            From float32 images ``(n, H, W, C)`` in [0, 1], at the size seen in
+            ``fit``, to the list of feature maps: the operations of
+            :meth:`extract` on one batch, traceable by :func:`torch.onnx.export`.
+        """
+        check_is_fitted(self, "model_")
+        return _FeatureModule(self)
+
     def _batch_size(self):
         if self.batch_size == "auto":
             # On a CPU tiny batches stay in cache and run fastest.
@@ -244,6 +258,19 @@ class BaseFeatureExtractor(TorchStateMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.positive_only = True  # pixel values are never negative
         tags.requires_fit = True
         return tags
+
+
+class _FeatureModule(torch.nn.Module):
+    """A fitted feature step's :meth:`~BaseFeatureExtractor.extract`, for one batch of checked images."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+        self.model = step.model_  # registered, so that the export sees the backbone's weights
+
+    def forward(self, images):
+        x = images_to_tensor(images, self.step._input_size, *self.step._normalization(), images.device)
+        return self.step._forward(x)
 
 
 class CNNFeatureTransformer(BaseFeatureExtractor):

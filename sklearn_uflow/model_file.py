@@ -201,11 +201,7 @@ def _fitted_state(detector):
         "extractor_": extractor_state, "flow_": detector.flow_.build_options,
         "latent_shapes_": detector.latent_shapes_, "image_size_": detector.image_size_,
         "n_channels_": detector.n_channels_, "offset_": detector.offset_, "augmentation_": detector.augmentation_,
-        "segmenter_": {"params": segmenter.get_params(), "null_": [list(m) for m in segmenter.null_],
-                       "map_level_": segmenter.map_level_,
-                       "calibration_": {"raw": segmenter.calibration_.raw.tolist(),
-                                        "calibrated": segmenter.calibration_.calibrated.tolist(),
-                                        "ceiling": segmenter.calibration_.ceiling}},
+        "segmenter_": {"params": segmenter.get_params(), **segmenter.fitted_state()},
         **{name: getattr(detector, name) for name in _FIT_RECORD},
     }
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, state

@@ -1,7 +1,7 @@
 """Pictures of results: overlays of anomaly maps and masks on images."""
 
 import numpy as np
-from skimage.segmentation import find_boundaries
+from scipy import ndimage
 
 __all__ = ["heatmap", "overlay", "plot_grid"]
 
@@ -97,8 +97,14 @@ def overlay(image, anomaly_map=None, mask=None, *, true_mask=None, alpha=0.45, v
     picture = np.round(picture).astype(np.uint8)
     for contour, colour in ((true_mask, (0, 200, 0)), (mask, (0, 255, 255))):
         if contour is not None and np.any(contour):
-            picture[find_boundaries(np.asarray(contour, bool), mode="inner")] = colour
+            picture[_inner_boundary(np.asarray(contour, bool))] = colour
     return picture
+
+
+def _inner_boundary(mask):
+    # scikit-image's find_boundaries(mask, mode="inner"): the mask's pixels with a 4-neighbour outside it, the
+    # frame's edge not counting as outside.
+    return mask & ~ndimage.binary_erosion(mask, border_value=1)
 
 
 def plot_grid(images, anomaly_maps=None, masks=None, true_masks=None, *, n_columns=None, titles=None):

@@ -4,7 +4,6 @@ re-implementation of the paper's procedures, and its null calibration."""
 import mpmath
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage, stats
 
 from sklearn_uflow import ACotrarioSegmenter
@@ -413,20 +412,3 @@ def test_the_python_max_tree_is_scikit_images():
         parent, order = python_max_tree(image)
         np.testing.assert_array_equal(parent, expected_parent)
         np.testing.assert_array_equal(order, expected_order)
-
-
-def test_nearest_resizing_takes_the_pixel_under_each_centre():
-    from fractions import Fraction
-
-    from sklearn_uflow._nfa_maps import resize_nearest
-
-    for n_in, n_out in [(2, 141), (56, 48), (16, 64), (7, 3), (72, 64), (25, 1250)]:
-        image = np.arange(n_in, dtype=float)[:, None]
-        expected = [min(int((Fraction(2 * i + 1, 2) * Fraction(n_in, n_out))), n_in - 1) for i in range(n_out)]
-        np.testing.assert_array_equal(resize_nearest(image, (n_out, 1))[:, 0], expected)
-    # at the ratios of the default grids, torch's nearest-exact, which the library used before, agrees
-    maps = torch.arange(16 * 16, dtype=torch.float64).reshape(1, 1, 16, 16)
-    for size in [(64, 64), (256, 256), (16, 16), (32, 64)]:
-        np.testing.assert_array_equal(
-            resize_nearest(maps[0, 0].numpy(), size),
-            torch.nn.functional.interpolate(maps, size=size, mode="nearest-exact")[0, 0].numpy())

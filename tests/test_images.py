@@ -1,9 +1,12 @@
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
 from scipy import sparse
 
 from sklearn_uflow._images import check_images, images_to_tensor, resize_maps
+from sklearn_uflow._resize import resize_nearest
 
 
 @pytest.mark.parametrize(
@@ -64,3 +67,31 @@ def test_nearest_resize_repeats_the_cell_whose_centre_is_nearest(size, out, rng)
     cols = np.minimum(((np.arange(out[1]) + 0.5) * size[1] / out[1]).astype(int), size[1] - 1)
     resized = resize_maps(torch.from_numpy(maps), out, mode="nearest").numpy()
     np.testing.assert_array_equal(resized, maps[:, rows][:, :, cols])
+
+
+def test_nearest_resizing_takes_the_pixel_under_each_centre():
+    for n_in, n_out in [(2, 141), (56, 48), (16, 64), (7, 3), (72, 64), (25, 1250)]:
+        image = np.arange(n_in, dtype=float)[:, None]
+        expected = [min(int((Fraction(2 * i + 1, 2) * Fraction(n_in, n_out))), n_in - 1) for i in range(n_out)]
+        np.testing.assert_array_equal(resize_nearest(image, (n_out, 1))[:, 0], expected)
+    # at the ratios of the default grids, torch's nearest-exact, which the library used before, agrees
+    maps = torch.arange(16 * 16, dtype=torch.float64).reshape(1, 1, 16, 16)
+    for size in [(64, 64), (256, 256), (16, 16), (32, 64)]:
+        np.testing.assert_array_equal(
+            resize_nearest(maps[0, 0].numpy(), size),
+            torch.nn.functional.interpolate(maps, size=size, mode="nearest-exact")[0, 0].numpy())
+
+
+def test_bilinear_resizing_is_torchs_without_torch():
+    """The files a run writes are resized by NumPy, also where torch is not installed."""
+    from sklearn_uflow._resize import resize_bilinear
+
+    rng = np.random.default_rng(0)
+    for shape, size in [((64, 64), (256, 256)), ((48, 64), (500, 1250)), ((256, 256), (100, 77)),
+                        ((56, 72), (48, 64)), ((3, 5), (7, 2)), ((1, 1), (4, 4))]:
+        image = rng.random(shape, dtype=np.float32)
+        expected = torch.nn.functional.interpolate(torch.from_numpy(image)[None, None], size=size, mode="bilinear",
+                                                   align_corners=False)[0, 0].numpy()
+        resized = resize_bilinear(image, size)
+        assert resized.dtype == np.float32
+        np.testing.assert_allclose(resized, expected, rtol=0, atol=4e-6)
