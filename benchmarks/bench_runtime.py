@@ -81,7 +81,7 @@ def main():
         rows.append(["masks (log NFA maps), ms per image",
                      f"onnxruntime {timed(exported.log_nfa_maps, X[tested]):.1f}, "
                      f"torch {timed(detector.log_nfa_maps, X[tested]):.1f}"])
-        rows.append(["file", f"{Path(path).stat().st_size / 2**20:.1f} MiB ONNX (model file: see speed)"])
+        rows.append(["file", f"{Path(path).stat().st_size / 2**20:.1f} MiB"])
         if args.install:
             sizes = {}
             for extra in ("runtime", "full"):
@@ -104,7 +104,8 @@ def main():
             rows.append(["runtime install against the full one", f"{100 * sizes['runtime'] / sizes['full']:.1f} %"])
     write_table("bench_runtime", "Deploying without torch", ["measure", "result"], rows,
                 notes="The README demo's detector exported with ``sklearn-uflow export`` and scored by "
-                      ":mod:`sklearn_uflow.runtime` (onnxruntime, NumPy, SciPy) against the library.")
+                      ":mod:`sklearn_uflow.runtime` (onnxruntime, NumPy, SciPy) against the library. Install "
+                      "times are with this machine's pip cache holding the wheels (downloads not counted).")
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 The graph holds what needs torch: from images at the model's size, the
 feature step's preprocessing and backbone, the flow, each scale's
-``u = sum_k z_k^2`` and the anomaly map of equation 2 with its Gaussian
-filter, so that any ONNX consumer gets the detector's maps. What follows is
-NumPy and SciPy in :mod:`sklearn_uflow.runtime`, the same code the library
-runs (the component trees, the delineation and the calibration), driven by
-the fitted a contrario state that the file's metadata carries with epsilon,
-the sizes and the library's version.
+``u = sum_k z_k^2`` and the anomaly map of equation 2. What follows is NumPy
+and SciPy in :mod:`sklearn_uflow.runtime`, the same code the library runs
+(the map's Gaussian filter, the component trees, the delineation and the
+calibration), driven by the fitted state that the file's metadata carries
+with epsilon, the sizes and the library's version. The filter stays out of
+the graph: the map saturates near 1 over strong defects, where the
+delineation reads ``-log(1 - map)``, and a float32 convolution there moves
+mask edges that SciPy's double-precision filter, the library's, does not.
 """
 
 import hashlib
@@ -17,7 +19,6 @@ import warnings
 
 import torch
 from sklearn.utils.validation import check_is_fitted
-from torch.nn import functional as F
 
 from ._version import __version__
 from .anomaly_map import anomaly_map, smoothing_sigma
@@ -30,34 +31,14 @@ __all__ = ["export_onnx", "OPSET"]
 OPSET = 18
 
 
-def _gaussian_filter(maps, sigma):
-    """scipy's ``gaussian_filter(maps, (0, *sigma), mode="nearest", truncate=4.0)`` in torch operations: the same
-    normalised kernel, edges extended, rows then columns."""
-    x = maps[:, None]
-    for axis, width in enumerate(sigma):
-        if width <= 0:
-            continue
-        radius = int(4.0 * width + 0.5)
-        offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-        kernel = torch.exp(-0.5 * (offsets / width) ** 2)
-        kernel = (kernel / kernel.sum()).float().to(x.device)
-        if axis == 0:
-            x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-        else:
-            x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    return x[:, 0]
-
-
 class _Scoring(torch.nn.Module):
-    """Images to the smoothed anomaly map and each scale's ``u``, as the detector computes them."""
+    """Images to the anomaly map before its filter and each scale's ``u``, as the detector computes them."""
 
     def __init__(self, detector, input_dtype):
         super().__init__()
         self.features = detector.extractor_.as_module()
         self.flow = detector.flow_
         self.image_size = tuple(detector.image_size_)
-        self.sigma = smoothing_sigma(detector.segmenter_.map_smoothing, self.image_size,
-                                     tuple(detector.latent_shapes_[0][1:]))
         self.from_uint8 = input_dtype == "uint8"
 
     def forward(self, images):
@@ -65,16 +46,17 @@ class _Scoring(torch.nn.Module):
         x = images.float() / 255.0 if self.from_uint8 else images
         latents, _ = self.flow(self.features(x))
         latents = [z.float() for z in latents]
-        maps = _gaussian_filter(anomaly_map(latents, self.image_size), self.sigma)
-        return (maps, *[z.pow(2).sum(dim=1) for z in latents])
+        return (anomaly_map(latents, self.image_size), *[z.pow(2).sum(dim=1) for z in latents])
 
 
 def _metadata(detector, input_dtype):
     segmenter = detector.segmenter_
+    sigma = smoothing_sigma(segmenter.map_smoothing, detector.image_size_, tuple(detector.latent_shapes_[0][1:]))
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
         "input_dtype": input_dtype, "image_size": list(detector.image_size_), "n_channels": detector.n_channels_,
         "latent_shapes": [list(s) for s in detector.latent_shapes_],
+        "map_filter_sigma": [float(v) for v in sigma],
         "epsilon": float(detector.epsilon), "contamination": detector.contamination, "offset": detector.offset_,
         "segmenter": {"delineation": segmenter.delineation, "map_smoothing": segmenter.map_smoothing,
                       "output_size": list(segmenter.output_size_), **segmenter.fitted_state()},
@@ -86,8 +68,10 @@ def export_onnx(detector, path, *, input_dtype="uint8", overwrite=False):
 
     The graph takes a batch of images at the detector's ``image_size_``,
     ``(n, H, W, C)`` with ``C`` its ``n_channels_`` (dynamic ``n``), and returns
-    the anomaly map ``(n, H, W)`` (:meth:`UFlowDetector.anomaly_maps`'s, to
-    float32 rounding) and, per scale, ``u = sum_k z_k^2``
+    the anomaly map of equation 2 ``(n, H, W)`` before its Gaussian filter (the
+    metadata's ``map_filter_sigma``, in pixels: ``scipy.ndimage.gaussian_filter``
+    with ``mode="nearest"`` gives :meth:`UFlowDetector.anomaly_maps`) and, per
+    scale, ``u = sum_k z_k^2``
     ``(n, H_l, W_l)``. The file's metadata (``"sklearn_uflow"``, JSON) holds
     the a contrario null and calibration, epsilon, the sizes and the library
     version, and ``"sklearn_uflow_sha256"`` a checksum of the whole file.

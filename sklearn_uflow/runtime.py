@@ -1,11 +1,11 @@
 """Score with an exported detector where torch is not installed: onnxruntime, NumPy and SciPy only.
 
 :func:`sklearn_uflow.export.export_onnx` writes one ONNX file: the graph gives
-each image's anomaly map and each scale's ``u = sum_k z_k^2``, and
+each image's anomaly map before its filter and each scale's ``u = sum_k z_k^2``, and
 its metadata carries the fitted a contrario state. :func:`load` reads it and
 returns an object with the detector's scoring methods, which run on the
-graph's outputs the library's own NumPy code: the component trees, the
-delineation and the calibration. Install with
+graph's outputs the library's own NumPy code: the map's filter, the component
+trees, the delineation and the calibration. Install with
 ``pip install "sklearn-uflow[runtime]"``.
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 from ._nfa_law import NullModel
 from ._nfa_maps import segmented_log_nfa
 from ._docstrings import fill_docstring
+from .anomaly_map import smooth_maps
 from .calibration import ConformalCalibration
 
 __all__ = ["load", "ExportedDetector", "ExportedModelError", "is_exported_model"]
@@ -237,6 +238,7 @@ class ExportedDetector:
         self._input_dtype = np.dtype(metadata["input_dtype"])
         self._contamination = metadata["contamination"]
         self._offset = float(metadata["offset"])
+        self._map_filter_sigma = tuple(metadata["map_filter_sigma"])
         segmenter = metadata["segmenter"]
         calibration = segmenter["calibration_"]
         self._segmenter = dict(
@@ -285,7 +287,8 @@ class ExportedDetector:
         X = self._images(X)
         maps, log_nfa = [], []
         for start in range(0, len(X), BATCH_SIZE):
-            smoothed, *norms = self._session.run(None, {"images": X[start:start + BATCH_SIZE]})
+            raw, *norms = self._session.run(None, {"images": X[start:start + BATCH_SIZE]})
+            smoothed = smooth_maps(raw, self._map_filter_sigma)
             maps.append(smoothed)
             if want_log_nfa:
                 log_nfa.append(segmented_log_nfa([u.astype(np.float64) for u in norms], smoothed, **self._segmenter))
@@ -293,7 +296,7 @@ class ExportedDetector:
 
     @fill_docstring(images=_IMAGES)
     def anomaly_maps(self, X):
-        """Compute the smoothed anomaly maps, the graph's first output.
+        """Compute the anomaly maps: the graph's first output, smoothed as the detector smooths.
 
         {images}
 
