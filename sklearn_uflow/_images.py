@@ -172,20 +172,15 @@ def images_to_tensor(images, size, mean, std, device="cpu"):
     return ((x - mean) / std).contiguous()
 
 
-def resize_maps(maps, size, mode="bilinear"):
-    """Resize ``(n, h, w)`` maps to ``size = (H, W)``.
+def resize_maps(maps, size):
+    """Resize ``(n, h, w)`` score maps to ``size = (H, W)`` bilinearly, pixel centres aligned.
 
-    ``mode='nearest'`` repeats values and never creates new ones, which is what
-    a map of region labels or NFA values needs; ``'bilinear'`` suits scores.
+    Maps of labels or NFA values, whose values must not be invented, are
+    resized by :func:`sklearn_uflow._resize.resize_nearest`.
     """
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    x = maps.unsqueeze(1)
-    if mode == "nearest":
-        x = F.interpolate(x, size=tuple(size), mode="nearest-exact")
-    else:
-        x = F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
-    return x.squeeze(1)
+    return F.interpolate(maps.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False).squeeze(1)
 
 
 def split_features(rows, shapes):

@@ -53,7 +53,7 @@ def anomaly_map(latents, size):
     from ._images import resize_maps
 
     likelihood = sum(
-        resize_maps(torch.exp(-0.5 * z.float().pow(2).mean(dim=1)), size, mode="bilinear") for z in latents
+        resize_maps(torch.exp(-0.5 * z.float().pow(2).mean(dim=1)), size) for z in latents
     )
     return 1.0 - likelihood / len(latents)
 

@@ -179,7 +179,9 @@ def _write_predictions(detector, images, names, out, epsilon, true_masks=None):
 
 def _parameters(detector, epsilon):
     """What a report says of the run: the detector's main parameters and choices."""
-    if not hasattr(detector, "extractor_"):  # an exported model: its metadata holds no training options
+    from .runtime import ExportedDetector
+
+    if isinstance(detector, ExportedDetector):  # its metadata holds no training options
         return [("model", f"exported to ONNX by sklearn-uflow {detector.library_version}"),
                 ("image size (H, W)", detector.image_size_), ("epsilon", epsilon)]
     extractor = detector.extractor_

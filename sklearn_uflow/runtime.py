@@ -105,15 +105,15 @@ def is_exported_model(path):
         return False
 
 
-def _read(path):
-    """The file's bytes and its metadata, checked against the checksum."""
+def _read(path, providers=("CPUExecutionProvider",)):
+    """The file's bytes, its metadata checked against the checksum, and its onnxruntime session."""
     path = Path(path)
     if not path.is_file():
         raise ExportedModelError(f"no exported model at {str(path)!r}.")
     payload = path.read_bytes()
     onnxruntime = _onnxruntime()
     try:
-        session = onnxruntime.InferenceSession(payload, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(payload, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own classes for every kind of bad file
         raise ExportedModelError(f"{str(path)!r} is not a readable ONNX file: {exc}") from None
     properties = session.get_modelmeta().custom_metadata_map
@@ -124,7 +124,7 @@ def _read(path):
         raise ExportedModelError(f"{str(path)!r} has no valid checksum.")
     if hashlib.sha256(payload.replace(digest.encode(), PLACEHOLDER.encode())).hexdigest() != digest:
         raise ExportedModelError(f"{str(path)!r} was changed after export (its checksum does not match).")
-    return payload, json.loads(properties[METADATA_KEY])
+    return payload, json.loads(properties[METADATA_KEY]), session
 
 
 def load(path, *, epsilon=None, providers=None):
@@ -165,12 +165,13 @@ def load(path, *, epsilon=None, providers=None):
     >>> detector = runtime.load("detector.onnx", epsilon=0.01)  # doctest: +SKIP
     >>> masks = detector.predict_masks(images)  # doctest: +SKIP
     """
-    payload, metadata = _read(path)
+    providers = providers or ["CPUExecutionProvider"]
+    payload, metadata, session = _read(path, providers)
     if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
         raise ExportedModelError(
             f"{str(path)!r} is format {metadata.get('format_version')!r}; this version of sklearn-uflow reads "
             f"format {FORMAT_VERSION}. Export it again with this version.")
-    return ExportedDetector(payload, metadata, epsilon, providers or ["CPUExecutionProvider"])
+    return ExportedDetector(payload, metadata, epsilon, providers, session=session)
 
 
 def _check_epsilon(epsilon):
@@ -200,6 +201,9 @@ class ExportedDetector:
         The NFA threshold; None for the detector's.
     providers : list of str
         The onnxruntime execution providers.
+    session : onnxruntime.InferenceSession, default=None
+        The graph's session when the caller has it; built from ``payload``
+        otherwise.
 
     Attributes
     ----------
@@ -228,9 +232,9 @@ class ExportedDetector:
     array([ 1, -1])
     """
 
-    def __init__(self, payload, metadata, epsilon, providers):
+    def __init__(self, payload, metadata, epsilon, providers, session=None):
         self._payload, self._metadata, self._providers = payload, metadata, list(providers)
-        self._session = _onnxruntime().InferenceSession(payload, providers=self._providers)
+        self._session = session or _onnxruntime().InferenceSession(payload, providers=self._providers)
         self.epsilon = _check_epsilon(metadata["epsilon"] if epsilon is None else epsilon)
         self.image_size_ = tuple(metadata["image_size"])
         self.n_channels_ = int(metadata["n_channels"])

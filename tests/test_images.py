@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import sparse
 
-from sklearn_uflow._images import check_images, images_to_tensor, resize_maps
+from sklearn_uflow._images import check_images, images_to_tensor
 from sklearn_uflow._resize import resize_nearest
 
 
@@ -61,12 +61,11 @@ def test_images_to_tensor_replicates_gray_and_normalises():
 @pytest.mark.parametrize("size, out", [((4, 6), (16, 24)), ((7, 5), (448, 100)), ((28, 28), (256, 256))])
 def test_nearest_resize_repeats_the_cell_whose_centre_is_nearest(size, out, rng):
     # Independent: output pixel i takes the input cell floor((i + 1/2) * h / H), as pixel centres align.
-    maps = rng.random((2, *size))
-    maps[0, 0, 0] = np.inf  # an NFA map holds infinities outside its regions
+    maps = rng.random(size)
+    maps[0, 0] = np.inf  # an NFA map holds infinities outside its regions
     rows = np.minimum(((np.arange(out[0]) + 0.5) * size[0] / out[0]).astype(int), size[0] - 1)
     cols = np.minimum(((np.arange(out[1]) + 0.5) * size[1] / out[1]).astype(int), size[1] - 1)
-    resized = resize_maps(torch.from_numpy(maps), out, mode="nearest").numpy()
-    np.testing.assert_array_equal(resized, maps[:, rows][:, :, cols])
+    np.testing.assert_array_equal(resize_nearest(maps, out), maps[rows][:, cols])
 
 
 def test_nearest_resizing_takes_the_pixel_under_each_centre():
