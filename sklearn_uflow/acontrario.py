@@ -36,9 +36,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._component_tree import component_tree, significant_regions
 from ._delineation import DELINEATION_SHARE, delineate
 from ._docstrings import ROWS, fill_docstring
-from ._images import split_features
 from ._nfa_law import NullModel, fit_null, log10_chi2_sf, log10_nfa_ceiling, log10_number_of_tests, squared_norms
 from ._nfa_maps import log_nfa_maps, segmented_log_nfa
+from ._tensors import split_features
 from .anomaly_map import smoothed_anomaly_maps
 from .calibration import ConformalCalibration, conformal_calibration, false_alarm_curve
 

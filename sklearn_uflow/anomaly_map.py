@@ -50,7 +50,7 @@ def anomaly_map(latents, size):
     # torch is imported where it is used: the torch-free runtime smooths its ONNX graph's maps with this module.
     import torch
 
-    from ._images import resize_maps
+    from ._tensors import resize_maps
 
     likelihood = sum(
         resize_maps(torch.exp(-0.5 * z.float().pow(2).mean(dim=1)), size) for z in latents

@@ -15,7 +15,8 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from tqdm.auto import tqdm
 
 from ._docstrings import IMAGES, LOADING, fill_docstring
-from ._images import as_image_array, check_images, split_features
+from ._images import as_image_array, check_images
+from ._tensors import split_features
 from ._torch_utils import TorchStateMixin, resolve_device, seed_from
 from .acontrario import DEFAULT_EPSILON, ACotrarioSegmenter
 from .anomaly_map import smoothed_anomaly_maps
@@ -399,18 +400,15 @@ class UFlowDetector(TorchStateMixin, OutlierMixin, BaseEstimator):
 
     def _cv(self, n_images, rng):
         """The splitter ``cv`` means, or None for nothing held out."""
-        if self.cv == "auto":
-            if not self.validation_fraction:
-                return None
-            if n_images < AUTO_CROSS_FIT_BELOW:
-                return KFold(min(AUTO_FOLDS, n_images), shuffle=True, random_state=rng)
-            return ShuffleSplit(1, test_size=self.validation_fraction, random_state=rng)
         if self.cv is None:
             warnings.warn("cv=None (one split holding out validation_fraction) is deprecated and will mean 5 "
                           "folds, as in scikit-learn, in a future version; pass "
                           "cv=ShuffleSplit(1, test_size=validation_fraction), or cv='auto'.", FutureWarning)
+        if self.cv is None or isinstance(self.cv, str):  # None, or "auto"
             if not self.validation_fraction:
                 return None
+            if self.cv == "auto" and n_images < AUTO_CROSS_FIT_BELOW:
+                return KFold(min(AUTO_FOLDS, n_images), shuffle=True, random_state=rng)
             return ShuffleSplit(1, test_size=self.validation_fraction, random_state=rng)
         if isinstance(self.cv, numbers.Integral):
             return KFold(self.cv, shuffle=True, random_state=rng)

@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 
 from ._backbones import (CNN_PRESETS, LITE_WEIGHTS, UNTRAINED, cait_tokens_to_map, cait_trunk, fold_batch_norms,
                          lite_imagenet_state_dict, load_strict, timm_model)
-from ._images import as_image_array, check_images, flatten_maps, images_to_tensor, split_features
+from ._images import as_image_array, check_images
 from ._resize import aspect_size
+from ._tensors import flatten_maps, images_to_tensor, split_features
 from ._torch_utils import TorchStateMixin, resolve_device
 
 __all__ = [

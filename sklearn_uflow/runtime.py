@@ -19,6 +19,7 @@ import numpy as np
 from ._nfa_law import NullModel
 from ._nfa_maps import segmented_log_nfa
 from ._docstrings import fill_docstring
+from ._images import as_image_array, check_images
 from .anomaly_map import smooth_maps
 from .calibration import ConformalCalibration
 
@@ -267,23 +268,13 @@ class ExportedDetector:
         return math.log10(self.epsilon) if self._contamination == "auto" else self._offset
 
     def _images(self, X):
-        X = np.asarray(X)
-        if X.ndim == 3 and self.n_channels_ == 1:
-            X = X[..., None]
-        expected = (*self.image_size_, self.n_channels_)
-        if X.ndim != 4 or X.shape[1:] != expected:
-            raise ValueError(f"images must be of shape (n, {', '.join(map(str, expected))}) for this model, got "
-                             f"{X.shape}.")
-        if self._input_dtype == np.uint8:
-            if X.dtype != np.uint8:
-                raise ValueError(f"this model was exported for uint8 images, got {X.dtype}; export it with "
-                                 "input_dtype='float32' for float images in [0, 1].")
-            return X
-        if X.dtype == np.uint8:
-            return X.astype(np.float32) / np.float32(255)
-        X = X.astype(np.float32)
-        if not np.isfinite(X).all() or X.min() < 0 or X.max() > 1:
-            raise ValueError("float images must be finite and lie in [0, 1].")
+        """``X`` checked as the estimators check images, in the graph's input type."""
+        X = as_image_array(X, n_channels=self.n_channels_, image_size=self.image_size_)
+        if self._input_dtype != np.uint8:
+            return check_images(X)
+        if X.dtype != np.uint8:
+            raise ValueError(f"this model was exported for uint8 images, got {X.dtype}; export it with "
+                             "input_dtype='float32' for float images in [0, 1].")
         return X
 
     def _scored(self, X, want_maps=True, want_log_nfa=True):

@@ -15,7 +15,8 @@ from sklearn_uflow.features import (
     lite_imagenet_state_dict,
     make_feature_extractor,
 )
-from sklearn_uflow._images import check_images, images_to_tensor
+from sklearn_uflow._images import check_images
+from sklearn_uflow._tensors import images_to_tensor
 
 
 @pytest.mark.parametrize("backbone", ["efficientnet_lite0", "efficientnet_lite2"])

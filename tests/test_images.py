@@ -5,7 +5,8 @@ import pytest
 import torch
 from scipy import sparse
 
-from sklearn_uflow._images import check_images, images_to_tensor
+from sklearn_uflow._images import check_images
+from sklearn_uflow._tensors import images_to_tensor
 from sklearn_uflow._resize import resize_nearest
 
 
